@@ -1,0 +1,323 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
+import { z } from 'zod';
+import { OutpostError } from '../shared/errors.ts';
+import { isTopicLevel } from '../shared/topics.ts';
+import { describeIssues } from '../shared/validate.ts';
+
+/**
+ * The one config schema. The TypeScript type is inferred from it, environment overrides are
+ * derived from it, and it is validated once at boot and frozen. Defaults are the safe ones:
+ * loopback HTTP, durable outbox, TLS verification on.
+ */
+const duration = z.number().int().min(0);
+
+const tlsSchema = z
+  .object({
+    ca: z.string().optional(),
+    cert: z.string().optional(),
+    key: z.string().optional(),
+    rejectUnauthorized: z.boolean().default(true),
+  })
+  .strict();
+
+const mqttConnection = {
+  url: z.string().regex(/^(mqtts?|wss?|tcp|ssl):\/\//, 'must be an mqtt://, mqtts://, ws:// or wss:// URL'),
+  username: z.string().optional(),
+  password: z.string().optional(),
+  tls: tlsSchema.optional(),
+};
+
+export const configSchema = z
+  .object({
+    deviceId: z
+      .string()
+      .refine(isTopicLevel, 'must be 1-128 letters, digits, . _ - (it becomes an MQTT topic level)')
+      .default(() => defaultDeviceId()),
+    dataDir: z.string().default('/var/lib/outpost'),
+    log: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .strict()
+      .prefault({}),
+    http: z
+      .object({
+        enabled: z.boolean().default(true),
+        host: z.string().default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(8470),
+        /** Required when `host` is not a loopback address. */
+        token: z.string().min(16, 'must be at least 16 characters').optional(),
+        bodyLimitBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(32 * 1024 * 1024),
+        headersTimeoutMs: duration.default(10_000),
+        requestTimeoutMs: duration.default(60_000),
+        keepAliveTimeoutMs: duration.default(5_000),
+      })
+      .strict()
+      .prefault({}),
+    runtime: z
+      .object({
+        /** Inference worker threads; 0 means one per CPU core. */
+        workers: z.number().int().min(0).max(64).default(0),
+        intraOpThreads: z.number().int().min(0).max(64).default(1),
+        interOpThreads: z.number().int().min(0).max(64).default(1),
+        graphOptimizationLevel: z.enum(['disabled', 'basic', 'extended', 'all']).default('all'),
+        executionMode: z.enum(['sequential', 'parallel']).default('sequential'),
+        /** Requests waiting per model before new ones are refused with 429. */
+        queueLimit: z.number().int().min(1).default(1024),
+        requestTimeoutMs: duration.default(10_000),
+        /** Versions kept loaded per model: the newest N. */
+        keepVersions: z.number().int().min(1).max(16).default(1),
+      })
+      .strict()
+      .prefault({}),
+    models: z
+      .object({
+        /** Bundle directories loaded at boot (each holds outpost.bundle.json and the model). */
+        bundles: z.array(z.string()).default([]),
+      })
+      .strict()
+      .prefault({}),
+    outbox: z
+      .object({
+        /** FULL survives power loss; NORMAL is faster and may lose the last commits on power loss. */
+        synchronous: z.enum(['FULL', 'NORMAL']).default('FULL'),
+        batchSize: z.number().int().min(1).max(10_000).default(256),
+        maxDelayMs: duration.default(10),
+        maxRows: z.number().int().min(100).default(2_000_000),
+        maxBytes: z
+          .number()
+          .int()
+          .min(1024 * 1024)
+          .default(512 * 1024 * 1024),
+        ttlMs: z
+          .object({
+            prediction: duration.default(7 * 24 * 3600_000),
+            telemetry: duration.default(24 * 3600_000),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
+    uplink: z
+      .object({
+        enabled: z.boolean().default(true),
+        ...mqttConnection,
+        url: mqttConnection.url.default('mqtt://127.0.0.1:1883'),
+        /** `auto` tries MQTT 5 and falls back to 3.1.1 when the broker refuses it. */
+        protocol: z.enum(['auto', '5', '3.1.1']).default('auto'),
+        keepaliveS: z.number().int().min(5).max(3600).default(30),
+        /** Publishes awaiting PUBACK at once. */
+        inflight: z.number().int().min(1).max(1000).default(100),
+        backoffMinMs: duration.default(500),
+        backoffMaxMs: duration.default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    sensors: z
+      .object({
+        /** The local sensor bus; `uplink` shares the uplink's broker connection settings. */
+        mqtt: z
+          .union([z.literal('uplink'), z.object({ ...mqttConnection }).strict(), z.literal('off')])
+          .default('uplink'),
+        /** Readings buffered per pipeline before new ones are dropped (and counted). */
+        bufferLimit: z.number().int().min(1).default(10_000),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type AgentConfig = z.infer<typeof configSchema>;
+export type AgentConfigInput = z.input<typeof configSchema>;
+
+function defaultDeviceId(): string {
+  const cleaned = hostname()
+    .replace(/[^A-Za-z0-9._-]/g, '-')
+    .slice(0, 128);
+  return cleaned === '' ? 'device' : cleaned;
+}
+
+/** `outbox.maxRows` → `OUTPOST_OUTBOX__MAX_ROWS`. */
+export function envName(path: readonly string[]): string {
+  return `OUTPOST_${path.map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('__')}`;
+}
+
+interface Leaf {
+  path: string[];
+  kind: 'string' | 'number' | 'boolean' | 'json';
+}
+
+/** Walks the schema for every leaf that an environment variable may set. */
+export function configLeaves(): Leaf[] {
+  const leaves: Leaf[] = [];
+  const visit = (schema: z.ZodType, path: string[]): void => {
+    const inner = unwrap(schema);
+    if (inner instanceof z.ZodObject) {
+      for (const [key, child] of Object.entries(inner.shape as Record<string, z.ZodType>))
+        visit(child, [...path, key]);
+      return;
+    }
+    let kind: Leaf['kind'] = 'json';
+    if (inner instanceof z.ZodString || inner instanceof z.ZodEnum) kind = 'string';
+    else if (inner instanceof z.ZodNumber) kind = 'number';
+    else if (inner instanceof z.ZodBoolean) kind = 'boolean';
+    leaves.push({ path, kind });
+  };
+  visit(configSchema, []);
+  return leaves;
+}
+
+function unwrap(schema: z.ZodType): z.ZodType {
+  let current: z.ZodType = schema;
+  // Defaults, prefaults, optionals and pipes wrap the type that tells what an env value must be.
+  for (;;) {
+    const def = current._zod.def as { innerType?: z.ZodType; in?: z.ZodType };
+    const next = def.innerType ?? def.in;
+    if (next === undefined) return current;
+    current = next;
+  }
+}
+
+function parseEnvValue(raw: string, kind: Leaf['kind'], name: string): unknown {
+  switch (kind) {
+    case 'string':
+      return raw;
+    case 'number': {
+      const n = Number(raw);
+      if (raw.trim() === '' || !Number.isFinite(n))
+        throw configError([`${name}: must be a number, got "${raw}"`]);
+      return n;
+    }
+    case 'boolean':
+      if (raw === 'true' || raw === '1') return true;
+      if (raw === 'false' || raw === '0') return false;
+      throw configError([`${name}: must be true or false, got "${raw}"`]);
+    case 'json':
+      try {
+        return JSON.parse(raw);
+      } catch {
+        // A union of a literal and an object (sensors.mqtt) takes the bare literal too.
+        return raw;
+      }
+  }
+}
+
+function setPath(target: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (typeof next !== 'object' || next === null || Array.isArray(next)) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1] as string] = value;
+}
+
+function configError(problems: string[]): OutpostError {
+  return new OutpostError('CONFIG_INVALID', `invalid configuration: ${problems.join('; ')}`, {
+    details: { problems },
+  });
+}
+
+export interface LoadConfigOptions {
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Values that win over the file and the environment (tests, the demo). */
+  overrides?: AgentConfigInput;
+}
+
+/** Reads the file, applies `OUTPOST_…` variables, validates, resolves paths, and freezes. */
+export function loadConfig(options: LoadConfigOptions = {}): Readonly<AgentConfig> {
+  let raw: Record<string, unknown> = {};
+  let baseDir = process.cwd();
+  if (options.file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(options.file, 'utf8');
+    } catch (err) {
+      throw new OutpostError('CONFIG_INVALID', `cannot read config file ${options.file}`, { cause: err });
+    }
+    try {
+      raw = JSON.parse(text) as Record<string, unknown>;
+    } catch (err) {
+      throw new OutpostError(
+        'CONFIG_INVALID',
+        `config file ${options.file} is not valid JSON: ${String(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+    baseDir = resolve(options.file, '..');
+  }
+  const env = options.env ?? {};
+  const problems: string[] = [];
+  for (const leaf of configLeaves()) {
+    const name = envName(leaf.path);
+    const value = env[name];
+    if (value === undefined) continue;
+    try {
+      setPath(raw, leaf.path, parseEnvValue(value, leaf.kind, name));
+    } catch (err) {
+      problems.push(
+        err instanceof OutpostError ? err.message.replace(/^invalid configuration: /, '') : String(err),
+      );
+    }
+  }
+  if (problems.length > 0) throw configError(problems);
+  const merged = deepMerge(raw, (options.overrides ?? {}) as Record<string, unknown>);
+  const result = configSchema.safeParse(merged);
+  if (!result.success) throw configError(describeIssues(result.error));
+  const config = result.data;
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  config.dataDir = abs(config.dataDir);
+  config.models.bundles = config.models.bundles.map(abs);
+  if (!isLoopback(config.http.host) && config.http.enabled && config.http.token === undefined) {
+    throw configError([
+      `http.token: required when http.host is ${config.http.host} (not loopback); set ${envName(['http', 'token'])}`,
+    ]);
+  }
+  return deepFreeze(config);
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
+
+export function dataPath(config: Pick<AgentConfig, 'dataDir'>, ...parts: string[]): string {
+  return join(config.dataDir, ...parts);
+}
+
+function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(over)) {
+    const existing = out[key];
+    if (
+      typeof value === 'object' &&
+      value !== null &&
+      !Array.isArray(value) &&
+      typeof existing === 'object' &&
+      existing !== null &&
+      !Array.isArray(existing)
+    ) {
+      out[key] = deepMerge(existing as Record<string, unknown>, value as Record<string, unknown>);
+    } else {
+      out[key] = value;
+    }
+  }
+  return out;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}

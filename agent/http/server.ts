@@ -1,0 +1,177 @@
+import { timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { errorMessage, isOutpostError, OutpostError } from '../../shared/errors.ts';
+import type { Logger } from '../log.ts';
+import type { Context, Router } from './router.ts';
+
+export interface HttpOptions {
+  host: string;
+  port: number;
+  token?: string | undefined;
+  bodyLimitBytes: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  log: Logger;
+  /** Paths answered without a token even when one is set (liveness probes). */
+  public?: readonly string[];
+}
+
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    ...headers,
+  });
+  res.end(text);
+}
+
+export function sendError(
+  res: ServerResponse,
+  status: number,
+  message: string,
+  headers: Record<string, string> = {},
+): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  sendJson(res, status, { error: message }, headers);
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? Number.NaN);
+  if (Number.isFinite(declared) && declared > limit) {
+    return Promise.reject(
+      new OutpostError('PAYLOAD_TOO_LARGE', `body of ${declared} bytes exceeds the limit of ${limit}`),
+    );
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        reject(new OutpostError('PAYLOAD_TOO_LARGE', `body exceeds the limit of ${limit} bytes`));
+        req.resume();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size)));
+    req.on('error', reject);
+  });
+}
+
+function tokenMatches(header: string | undefined, token: string): boolean {
+  if (header === undefined || !header.startsWith('Bearer ')) return false;
+  const given = Buffer.from(header.slice(7));
+  const want = Buffer.from(token);
+  return given.length === want.length && timingSafeEqual(given, want);
+}
+
+/**
+ * The local HTTP API server: plain node:http (the inference path is hot and a framework adds
+ * little here), a bearer token when one is configured, a body limit, and header, request and
+ * idle timeouts against slow clients. Errors are `{"error": "…"}` with the status their code
+ * carries.
+ */
+export class HttpServer {
+  private server: Server | undefined;
+  readonly counters = { requests: 0, errors: 0, unauthorized: 0 };
+
+  constructor(
+    private readonly router: Router,
+    private readonly options: HttpOptions,
+  ) {}
+
+  async start(): Promise<number> {
+    const o = this.options;
+    const server = createServer(
+      {
+        headersTimeout: o.headersTimeoutMs,
+        requestTimeout: o.requestTimeoutMs,
+        keepAliveTimeout: o.keepAliveTimeoutMs,
+      },
+      (req, res) => {
+        void this.handle(req, res);
+      },
+    );
+    server.keepAliveTimeout = o.keepAliveTimeoutMs;
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(o.port, o.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const port = (server.address() as AddressInfo).port;
+    o.log.info({ host: o.host, port, auth: o.token !== undefined }, 'local HTTP API listening');
+    return port;
+  }
+
+  get port(): number | undefined {
+    const address = this.server?.address();
+    return address !== null && typeof address === 'object' ? address.port : undefined;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.counters.requests++;
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const o = this.options;
+    if (
+      o.token !== undefined &&
+      !(o.public ?? []).includes(url.pathname) &&
+      !tokenMatches(req.headers.authorization, o.token)
+    ) {
+      this.counters.unauthorized++;
+      req.resume();
+      sendError(res, 401, 'missing or wrong bearer token', { 'www-authenticate': 'Bearer' });
+      return;
+    }
+    const found = this.router.match(req.method ?? 'GET', url.pathname);
+    if (!('handler' in found)) {
+      req.resume();
+      if (found.allowed.length > 0)
+        sendError(res, 405, `method ${req.method} not allowed`, { allow: found.allowed.join(', ') });
+      else sendError(res, 404, `no route for ${req.method} ${url.pathname}`);
+      return;
+    }
+    const ctx: Context = { req, res, params: found.params, url, body: () => readBody(req, o.bodyLimitBytes) };
+    try {
+      await found.handler(ctx);
+    } catch (err) {
+      this.counters.errors++;
+      if (isOutpostError(err)) {
+        const headers: Record<string, string> = {};
+        if (err.status === 503 || err.status === 429) headers['retry-after'] = '1';
+        if (err.status >= 500) o.log.warn({ err, path: url.pathname }, 'request failed');
+        if (err.status === 413) res.setHeader('connection', 'close');
+        sendError(res, err.status, err.message, headers);
+        return;
+      }
+      o.log.error({ err, path: url.pathname }, 'unhandled error in HTTP handler');
+      sendError(res, 500, errorMessage(err));
+    }
+  }
+
+  /** Stops accepting connections, lets in-flight requests finish, then closes idle ones. */
+  async stop(graceMs = 2_000): Promise<void> {
+    const server = this.server;
+    if (server === undefined) return;
+    this.server = undefined;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+    await closed;
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,385 @@
+import { EventEmitter } from 'node:events';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database, { type Database as Db, type Statement } from 'better-sqlite3';
+import { OutpostError } from '../../shared/errors.ts';
+import type { Logger } from '../log.ts';
+import { migrate, OUTBOX_MIGRATIONS } from './migrations.ts';
+
+/** Lower lanes are sent first and evicted last; control (status, command replies) is never evicted. */
+export const LANES = { control: 0, prediction: 1, telemetry: 2 } as const;
+export type Lane = keyof typeof LANES;
+const LANE_NAMES: Lane[] = ['control', 'prediction', 'telemetry'];
+
+export interface OutboxMessage {
+  id: string;
+  topic: string;
+  payload: Buffer;
+  lane: Lane;
+  qos: 0 | 1;
+  retain?: boolean;
+  /** Dropped unsent after this long; the lane's default when omitted, never for 0. */
+  ttlMs?: number;
+  /** MQTT 5 publish properties, e.g. a command reply's correlation data (base64). */
+  props?: PublishProps;
+}
+
+export interface PublishProps {
+  correlationData?: string;
+  contentType?: string;
+}
+
+export interface StoredMessage {
+  seq: number;
+  id: string;
+  lane: Lane;
+  topic: string;
+  payload: Buffer;
+  qos: 0 | 1;
+  retain: boolean;
+  bootId: string;
+  bytes: number;
+  props?: PublishProps;
+}
+
+export interface OutboxOptions {
+  path: string;
+  bootId: string;
+  synchronous: 'FULL' | 'NORMAL';
+  batchSize: number;
+  maxDelayMs: number;
+  maxRows: number;
+  maxBytes: number;
+  ttlMs: { prediction: number; telemetry: number };
+  log: Logger;
+  now?: () => number;
+}
+
+export interface OutboxCounters {
+  enqueued: number;
+  sent: number;
+  expired: number;
+  rejected: number;
+  evicted_prediction: number;
+  evicted_telemetry: number;
+}
+
+export interface OutboxStats extends OutboxCounters {
+  rows: number;
+  bytes: number;
+  pending: number;
+  rowsByLane: Record<Lane, number>;
+}
+
+interface Pending {
+  msg: OutboxMessage;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+export interface OutboxEvents {
+  committed: [];
+}
+
+const ROW_OVERHEAD = 64;
+
+/**
+ * The store-and-forward outbox. Every message is committed to SQLite before anything publishes
+ * it, and deleted only when the broker acknowledged it. Writes are batched (one fsync per
+ * batch, with a bounded delay) because one row per transaction costs an fsync each.
+ */
+export class Outbox extends EventEmitter<OutboxEvents> {
+  private db: Db | undefined;
+  private stmts:
+    | {
+        insert: Statement;
+        deleteSeq: Statement;
+        fetchLane: Statement;
+        oldestInLane: Statement;
+        expire: Statement;
+        counter: Statement;
+        countRows: Statement;
+      }
+    | undefined;
+  private pending: Pending[] = [];
+  private flushTimer: NodeJS.Timeout | undefined;
+  private acks: Array<{ seq: number; bytes: number; lane: Lane }> = [];
+  private ackTimer: NodeJS.Timeout | undefined;
+  private rows = 0;
+  private bytes = 0;
+  private rowsByLane: Record<Lane, number> = { control: 0, prediction: 0, telemetry: 0 };
+  private readonly counters: OutboxCounters = {
+    enqueued: 0,
+    sent: 0,
+    expired: 0,
+    rejected: 0,
+    evicted_prediction: 0,
+    evicted_telemetry: 0,
+  };
+  private expireTimer: NodeJS.Timeout | undefined;
+  private readonly now: () => number;
+
+  constructor(private readonly options: OutboxOptions) {
+    super();
+    this.now = options.now ?? Date.now;
+  }
+
+  start(): void {
+    mkdirSync(dirname(this.options.path), { recursive: true, mode: 0o750 });
+    const db = new Database(this.options.path);
+    db.pragma('journal_mode = WAL');
+    // better-sqlite3 leaves WAL at NORMAL, which can lose committed rows on power loss.
+    db.pragma(`synchronous = ${this.options.synchronous}`);
+    db.pragma('busy_timeout = 5000');
+    migrate(db, OUTBOX_MIGRATIONS);
+    this.db = db;
+    this.stmts = {
+      insert: db.prepare(
+        'INSERT INTO outbox (id, lane, topic, payload, qos, retain, boot_id, created_ms, expires_ms, props) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      deleteSeq: db.prepare('DELETE FROM outbox WHERE seq = ?'),
+      fetchLane: db.prepare(
+        'SELECT seq, id, lane, topic, payload, qos, retain, boot_id, props FROM outbox WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?',
+      ),
+      oldestInLane: db.prepare(
+        'SELECT seq, length(payload) + length(topic) AS bytes FROM outbox WHERE lane = ? ORDER BY seq LIMIT ?',
+      ),
+      expire: db.prepare(
+        'DELETE FROM outbox WHERE expires_ms IS NOT NULL AND expires_ms <= ? RETURNING lane, length(payload) + length(topic) AS bytes',
+      ),
+      counter: db.prepare(
+        'INSERT INTO outbox_counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value',
+      ),
+      countRows: db.prepare(
+        'SELECT lane, count(*) AS n, coalesce(sum(length(payload) + length(topic)), 0) AS b FROM outbox GROUP BY lane',
+      ),
+    };
+    for (const row of db.prepare('SELECT name, value FROM outbox_counters').all() as Array<{
+      name: keyof OutboxCounters;
+      value: number;
+    }>) {
+      if (row.name in this.counters) this.counters[row.name] = row.value;
+    }
+    this.recount();
+    this.expireTimer = setInterval(() => this.expire(), 5_000);
+    this.expireTimer.unref();
+  }
+
+  private recount(): void {
+    this.rows = 0;
+    this.bytes = 0;
+    this.rowsByLane = { control: 0, prediction: 0, telemetry: 0 };
+    for (const r of this.stmts!.countRows.all() as Array<{ lane: number; n: number; b: number }>) {
+      const lane = LANE_NAMES[r.lane] ?? 'telemetry';
+      this.rowsByLane[lane] += r.n;
+      this.rows += r.n;
+      this.bytes += r.b + r.n * ROW_OVERHEAD;
+    }
+  }
+
+  /** Resolves once the message is committed to disk; rejects if it can never be stored. */
+  enqueue(msg: OutboxMessage): Promise<void> {
+    if (this.db === undefined) return Promise.reject(new OutpostError('SHUTTING_DOWN', 'outbox is closed'));
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push({ msg, resolve, reject });
+      if (this.pending.length >= this.options.batchSize) this.flush();
+      else if (this.flushTimer === undefined) {
+        this.flushTimer = setTimeout(() => this.flush(), this.options.maxDelayMs);
+      }
+    });
+  }
+
+  /** Commits everything waiting, in one transaction. Synchronous: no await inside a transaction. */
+  flush(): void {
+    if (this.flushTimer !== undefined) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = undefined;
+    }
+    const batch = this.pending;
+    if (batch.length === 0 || this.db === undefined) return;
+    this.pending = [];
+    const now = this.now();
+    const accepted: Pending[] = [];
+    const rejected: Pending[] = [];
+    try {
+      this.db.transaction(() => {
+        for (const p of batch) {
+          const m = p.msg;
+          const bytes = m.payload.length + Buffer.byteLength(m.topic) + ROW_OVERHEAD;
+          if (!this.makeRoom(bytes, m.lane)) {
+            rejected.push(p);
+            continue;
+          }
+          const ttl = m.ttlMs ?? (m.lane === 'control' ? 0 : this.options.ttlMs[m.lane]);
+          this.stmts!.insert.run(
+            m.id,
+            LANES[m.lane],
+            m.topic,
+            m.payload,
+            m.qos,
+            m.retain === true ? 1 : 0,
+            this.options.bootId,
+            now,
+            ttl > 0 ? now + ttl : null,
+            m.props === undefined ? null : JSON.stringify(m.props),
+          );
+          this.rows++;
+          this.bytes += bytes;
+          this.rowsByLane[m.lane]++;
+          accepted.push(p);
+        }
+        this.counters.enqueued += accepted.length;
+        this.counters.rejected += rejected.length;
+        this.saveCounters();
+      })();
+    } catch (err) {
+      this.recount();
+      const error = new OutpostError('INTERNAL', `outbox commit failed: ${String(err)}`, { cause: err });
+      this.options.log.error({ err }, 'outbox commit failed');
+      for (const p of batch) p.reject(error);
+      return;
+    }
+    for (const p of accepted) p.resolve();
+    for (const p of rejected) {
+      p.reject(new OutpostError('OUTBOX_FULL', `outbox is full (${this.rows} rows, ${this.bytes} bytes)`));
+    }
+    if (accepted.length > 0) this.emit('committed');
+  }
+
+  /** Evicts lower-priority rows (telemetry, then predictions) until `bytes` more fit. */
+  private makeRoom(bytes: number, lane: Lane): boolean {
+    const fits = () => this.rows + 1 <= this.options.maxRows && this.bytes + bytes <= this.options.maxBytes;
+    if (fits()) return true;
+    // A message may only push out messages of its own lane or a less important one.
+    for (const victim of ['telemetry', 'prediction'] as const) {
+      if (LANES[victim] < LANES[lane]) break;
+      while (!fits() && this.rowsByLane[victim] > 0) {
+        const olds = this.stmts!.oldestInLane.all(LANES[victim], 256) as Array<{
+          seq: number;
+          bytes: number;
+        }>;
+        if (olds.length === 0) break;
+        for (const o of olds) {
+          if (fits()) break;
+          this.stmts!.deleteSeq.run(o.seq);
+          this.rows--;
+          this.bytes -= o.bytes + ROW_OVERHEAD;
+          this.rowsByLane[victim]--;
+          this.counters[`evicted_${victim}`]++;
+        }
+      }
+      if (fits()) return true;
+    }
+    return fits();
+  }
+
+  private saveCounters(): void {
+    for (const [name, value] of Object.entries(this.counters)) this.stmts!.counter.run(name, value);
+  }
+
+  /** Committed messages of one lane after `afterSeq`, oldest first, skipping expired ones. */
+  fetch(lane: Lane, afterSeq: number, limit: number): StoredMessage[] {
+    if (this.stmts === undefined) return [];
+    const rows = this.stmts.fetchLane.all(LANES[lane], afterSeq, limit) as Array<{
+      seq: number;
+      id: string;
+      lane: number;
+      topic: string;
+      payload: Buffer;
+      qos: number;
+      retain: number;
+      boot_id: string;
+      props: string | null;
+    }>;
+    return rows.map((r) => ({
+      ...(r.props === null ? {} : { props: JSON.parse(r.props) as PublishProps }),
+      seq: r.seq,
+      id: r.id,
+      lane,
+      topic: r.topic,
+      payload: r.payload,
+      qos: r.qos === 1 ? 1 : 0,
+      retain: r.retain === 1,
+      bootId: r.boot_id,
+      bytes: r.payload.length + Buffer.byteLength(r.topic) + ROW_OVERHEAD,
+    }));
+  }
+
+  /** Marks a message delivered. Deletes are batched into one transaction. */
+  ack(msg: Pick<StoredMessage, 'seq' | 'bytes' | 'lane'>): void {
+    this.acks.push({ seq: msg.seq, bytes: msg.bytes, lane: msg.lane });
+    if (this.acks.length >= 512) this.flushAcks();
+    else if (this.ackTimer === undefined) this.ackTimer = setTimeout(() => this.flushAcks(), 20);
+  }
+
+  flushAcks(): void {
+    if (this.ackTimer !== undefined) {
+      clearTimeout(this.ackTimer);
+      this.ackTimer = undefined;
+    }
+    const acks = this.acks;
+    if (acks.length === 0 || this.db === undefined) return;
+    this.acks = [];
+    try {
+      this.db.transaction(() => {
+        let deleted = 0;
+        for (const a of acks) {
+          // A row already evicted or expired is not counted twice.
+          if (this.stmts!.deleteSeq.run(a.seq).changes === 0) continue;
+          deleted++;
+          this.rows--;
+          this.bytes -= a.bytes;
+          this.rowsByLane[a.lane]--;
+        }
+        this.counters.sent += deleted;
+        this.saveCounters();
+      })();
+    } catch (err) {
+      this.recount();
+      this.options.log.error({ err }, 'outbox delete failed; messages will be sent again');
+    }
+  }
+
+  /** Drops messages whose TTL has passed; counted as expired. */
+  expire(): number {
+    if (this.db === undefined) return 0;
+    let n = 0;
+    this.db.transaction(() => {
+      const gone = this.stmts!.expire.all(this.now()) as Array<{ lane: number; bytes: number }>;
+      n = gone.length;
+      this.counters.expired += n;
+      if (n > 0) this.saveCounters();
+    })();
+    if (n > 0) {
+      this.recount();
+      this.options.log.warn({ expired: n }, 'outbox messages expired before they could be sent');
+    }
+    return n;
+  }
+
+  stats(): OutboxStats {
+    return {
+      ...this.counters,
+      rows: this.rows,
+      bytes: this.bytes,
+      pending: this.pending.length,
+      rowsByLane: { ...this.rowsByLane },
+    };
+  }
+
+  get depth(): number {
+    return this.rows;
+  }
+
+  /** Commits what is waiting and closes the database. */
+  stop(): void {
+    if (this.expireTimer !== undefined) clearInterval(this.expireTimer);
+    this.flush();
+    this.flushAcks();
+    this.db?.close();
+    this.db = undefined;
+    this.stmts = undefined;
+    for (const p of this.pending) p.reject(new OutpostError('SHUTTING_DOWN', 'outbox is closed'));
+    this.pending = [];
+  }
+}

@@ -1,0 +1,35 @@
+import type { Datatype, TensorData } from '../../shared/tensor.ts';
+
+/** Messages between the runtime and its inference workers. Tensor buffers are transferred, not copied. */
+export interface SessionOptionsWire {
+  intraOpThreads: number;
+  interOpThreads: number;
+  graphOptimizationLevel: 'disabled' | 'basic' | 'extended' | 'all';
+  executionMode: 'sequential' | 'parallel';
+}
+
+export interface WireTensor {
+  datatype: Datatype;
+  shape: number[];
+  data: TensorData;
+}
+
+export interface IoMetadata {
+  name: string;
+  datatype: Datatype;
+  /** -1 where the dimension is dynamic. */
+  shape: number[];
+  /** The symbolic names of dynamic dimensions ('' when unnamed), for diagnostics. */
+  symbolic: string[];
+}
+
+export type ToWorker =
+  | { op: 'load'; id: number; key: string; path: string; options: SessionOptionsWire }
+  | { op: 'unload'; id: number; key: string }
+  | { op: 'run'; id: number; key: string; feeds: Record<string, WireTensor>; outputs?: string[] };
+
+export type FromWorker =
+  | { op: 'loaded'; id: number; inputs: IoMetadata[]; outputs: IoMetadata[] }
+  | { op: 'unloaded'; id: number }
+  | { op: 'result'; id: number; outputs: Record<string, WireTensor>; computeUs: number }
+  | { op: 'error'; id: number; message: string; code?: string };

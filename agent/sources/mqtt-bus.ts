@@ -1,0 +1,98 @@
+import mqtt, { type MqttClient } from 'mqtt';
+import { matchTopic, subscriptionFilter } from '../../shared/topics.ts';
+import type { Logger } from '../log.ts';
+import { connectionOptions, type MqttConnectionConfig } from '../uplink/mqtt-options.ts';
+
+export interface BusRoute {
+  /** Topic filter with optional `+name` captures. */
+  filter: string;
+  /** The capture that keys windows; '' when readings share one window. */
+  keyCapture: string | undefined;
+  deliver: (key: string, payload: Buffer) => void;
+}
+
+/**
+ * The local sensor bus: one MQTT connection that pipelines subscribe through. It is separate
+ * from the uplink so that sensors keep flowing to the outbox while the uplink is down.
+ */
+export class MqttSensorBus {
+  private client: MqttClient | undefined;
+  private readonly routes = new Set<BusRoute>();
+  readonly counters = { messages: 0, unrouted: 0 };
+
+  constructor(
+    private readonly connection: MqttConnectionConfig,
+    private readonly clientId: string,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    const client = mqtt.connect(this.connection.url, {
+      ...connectionOptions(this.connection),
+      clientId: this.clientId,
+      // The sensor bus is best effort by nature: readings are not stored before windowing.
+      reconnectPeriod: 2_000,
+      queueQoSZero: false,
+      protocolVersion: 4,
+      clean: true,
+    });
+    this.client = client;
+    client.on('connect', () => {
+      this.log.info({ url: this.connection.url }, 'sensor bus connected');
+      for (const r of this.routes) this.subscribe(r);
+    });
+    client.on('error', (err) => this.log.warn({ err: err.message }, 'sensor bus error'));
+    client.on('message', (topic, payload) => {
+      this.counters.messages++;
+      let routed = false;
+      for (const r of this.routes) {
+        const captures = matchTopic(r.filter, topic);
+        if (captures === undefined) continue;
+        routed = true;
+        const key = r.keyCapture === undefined ? '' : (captures[r.keyCapture] ?? '');
+        try {
+          r.deliver(key, payload);
+        } catch (err) {
+          this.log.error({ err, topic }, 'sensor route failed');
+        }
+      }
+      if (!routed) this.counters.unrouted++;
+    });
+  }
+
+  private subscribe(route: BusRoute): void {
+    this.client?.subscribe(subscriptionFilter(route.filter), { qos: 0 }, (err) => {
+      if (err) this.log.error({ err, filter: route.filter }, 'sensor subscription failed');
+    });
+  }
+
+  add(route: BusRoute): () => void {
+    this.routes.add(route);
+    if (this.client?.connected) this.subscribe(route);
+    return () => {
+      this.routes.delete(route);
+      const filter = subscriptionFilter(route.filter);
+      if (![...this.routes].some((r) => subscriptionFilter(r.filter) === filter))
+        this.client?.unsubscribe(filter);
+    };
+  }
+
+  /** Resolves once connected (or after `timeoutMs`), for callers that must not miss readings. */
+  async waitConnected(timeoutMs = 5_000): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.client !== undefined && !this.client.connected && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return this.client?.connected === true;
+  }
+
+  async stop(): Promise<void> {
+    const client = this.client;
+    this.client = undefined;
+    if (client === undefined) return;
+    await new Promise<void>((resolve) => {
+      client.end(false, {}, () => resolve());
+      setTimeout(resolve, 500).unref();
+    });
+  }
+}

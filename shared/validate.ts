@@ -1,0 +1,27 @@
+import type { z } from 'zod';
+import { type ErrorCode, OutpostError } from './errors.ts';
+
+/** One line per problem, each naming the field: `pipeline.window.size: must be ≥ 1`. */
+export function describeIssues(error: z.ZodError, prefix = ''): string[] {
+  return error.issues.map((issue) => {
+    const path = [prefix, ...issue.path.map(String)].filter((p) => p !== '').join('.');
+    return `${path === '' ? '(root)' : path}: ${issue.message}`;
+  });
+}
+
+/** Parses with a schema or throws an OutpostError whose message lists every bad field. */
+export function parseOrThrow<S extends z.ZodType>(
+  schema: S,
+  value: unknown,
+  what: string,
+  code: ErrorCode = 'BAD_REQUEST',
+  prefix = '',
+): z.infer<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const problems = describeIssues(result.error, prefix);
+  throw new OutpostError(code, `${what}: ${problems.join('; ')}`, {
+    cause: result.error,
+    details: { problems },
+  });
+}
