@@ -82,9 +82,11 @@ export async function runUntilSignal(agent: Agent, options: LifecycleOptions): P
       await notifier?.reloading();
       try {
         const next = options.loadConfig?.() ?? current;
-        const result = applyReload(current, next, options.reloaders ?? []);
+        const result = planReload(current, next, options.reloaders ?? []);
+        // Logged before applying, so a new, quieter log level does not hide the record of it.
+        agent.log.info({ applied: result.applied, needsRestart: result.needsRestart }, 'reloading configuration');
+        for (const r of result.reloaders) r.apply(next);
         current = next;
-        agent.log.info(result, 'configuration reloaded');
         if (result.needsRestart.length > 0)
           agent.log.warn({ keys: result.needsRestart }, 'these changes take effect after a restart');
       } catch (err) {
@@ -124,6 +126,17 @@ export function applyReload(
   next: Readonly<AgentConfig>,
   reloaders: readonly Reloader[],
 ): ReloadResult {
+  const plan = planReload(prev, next, reloaders);
+  for (const r of plan.reloaders) r.apply(next);
+  return { applied: plan.applied, needsRestart: plan.needsRestart };
+}
+
+/** Which changed keys the reloaders cover (and which reloaders must run), and which need a restart. */
+export function planReload(
+  prev: Readonly<AgentConfig>,
+  next: Readonly<AgentConfig>,
+  reloaders: readonly Reloader[],
+): ReloadResult & { reloaders: Reloader[] } {
   const changed = changedKeys(prev, next);
   const applied: string[] = [];
   const needsRestart: string[] = [];
@@ -136,8 +149,7 @@ export function applyReload(
       used.add(owner);
     }
   }
-  for (const r of used) r.apply(next);
-  return { applied, needsRestart };
+  return { applied, needsRestart, reloaders: [...used] };
 }
 
 export function changedKeys(a: unknown, b: unknown, prefix = ''): string[] {
