@@ -29,17 +29,18 @@ esac
 version=$(node -p 'require("./package.json").version')
 name="outpost-agent-$version-linux-$arch"
 
-if [ "$skip_build" = 0 ]; then
-  rm -rf dist
-  npm run --silent build
-fi
-[ -f dist/agent/cli.js ] || { echo "package.sh: dist/agent/cli.js missing; run npm run build" >&2; exit 1; }
-
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 pkg="$stage/$name"
 mkdir -p "$pkg/dist" "$pkg/node_modules" "$pkg/deploy/config"
-cp -R dist/agent dist/shared "$pkg/dist/"
+# A fresh compile into the stage (not ./dist), so what ships is exactly the current sources.
+built=dist
+if [ "$skip_build" = 0 ]; then
+  built="$stage/build"
+  node_modules/.bin/tsc -p tsconfig.build.json --outDir "$built"
+fi
+[ -f "$built/agent/cli.js" ] || { echo "package.sh: $built/agent/cli.js missing; run npm run build" >&2; exit 1; }
+cp -R "$built/agent" "$built/shared" "$pkg/dist/"
 find "$pkg/dist" -name '*.map' -delete
 cp package.json "$pkg/"
 cp deploy/outpost-agent.service deploy/install.sh deploy/uninstall.sh "$pkg/deploy/"
