@@ -91,17 +91,56 @@ if [ "$enrol" = 1 ] && [ "$enrolled" = 0 ]; then
   [ -n "$token" ] || die "enrolment needs --token (or --token-file, or --no-enrol)"
 fi
 
-# --- unpack the package into a new release ------------------------------------------------
+# --- package metadata, then enrolment: a refusal or an unreachable control plane leaves
+# --- nothing installed ----------------------------------------------------------------
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 if [ -n "$package" ]; then
-  tar -C "$work" -xzf "$package" || die "cannot unpack $package"
-  from=$(find "$work" -mindepth 2 -maxdepth 2 -name outpost-package.json -exec dirname {} \; | head -n 1)
-  [ -n "$from" ] || die "$package is not an Outpost package (no outpost-package.json)"
+  tar -xzOf "$package" --wildcards '*/outpost-package.json' > "$work/outpost-package.json" 2>/dev/null \
+    || die "$package is not an Outpost package (no outpost-package.json)"
+  meta="$work/outpost-package.json"
+else
+  meta="$from/outpost-package.json"
 fi
-pkg_arch=$("$node_bin" -p 'require(process.argv[1]).arch' "$from/outpost-package.json")
-version=$("$node_bin" -p 'require(process.argv[1]).version' "$from/outpost-package.json")
+pkg_arch=$("$node_bin" -p 'require(process.argv[1]).arch' "$meta")
+version=$("$node_bin" -p 'require(process.argv[1]).version' "$meta")
 [ "$pkg_arch" = "$arch" ] || die "the package is for $pkg_arch but this machine is $arch"
+
+# --- enrolment ----------------------------------------------------------------------------
+if [ "$enrol" = 1 ] && [ "$enrolled" = 0 ]; then
+  say "enrolling $device_id with $cp_url"
+  OUTPOST_ENROL_TOKEN=$token "$node_bin" -e '
+    const [url, deviceId, arch, version, out] = process.argv.slice(1);
+    (async () => {
+      let res;
+      try {
+        res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" },
+          body: JSON.stringify({ token: process.env.OUTPOST_ENROL_TOKEN, deviceId, arch, agentVersion: version }),
+          signal: AbortSignal.timeout(15000) });
+      } catch (e) {
+        console.error(`cannot reach ${url}: ${e.cause?.message ?? e.message}; retry later or pass --no-enrol`);
+        process.exit(1);
+      }
+      const text = await res.text();
+      if (!res.ok) { console.error(`enrolment refused: HTTP ${res.status} ${text.slice(0, 300)}`); process.exit(1); }
+      const body = JSON.parse(text);
+      if (typeof body.credential !== "string") { console.error("enrolment answer has no credential"); process.exit(1); }
+      const url0 = new URL(url); url0.pathname = "/";
+      require("fs").writeFileSync(out, JSON.stringify({ deviceId: body.deviceId ?? deviceId,
+        credential: body.credential, controlPlane: url0.origin, enrolledAt: new Date().toISOString() }, null, 2) + "\n",
+        { mode: 0o640 });
+    })();
+  ' "$cp_url$enrol_path" "$device_id" "$arch" "$version" "$work/device.json" || die "enrolment failed; nothing was installed"
+  # Kept at once: the control plane now knows this device, and a failure further down must
+  # not lose the only copy of its credential.
+  install -d -m 0750 "$etc"
+  install -m 0640 "$work/device.json" "$etc/device.json"
+  say "enrolled as $device_id; credential in /etc/outpost/device.json"
+elif [ "$enrolled" = 1 ]; then
+  say "already enrolled (/etc/outpost/device.json); kept"
+else
+  say "enrolment skipped (--no-enrol)"
+fi
 
 # --- user and directories -----------------------------------------------------------------
 uid_of() { awk -F: -v u="$1" '$1==u {print $3}' "$R/etc/passwd" 2>/dev/null; }
@@ -130,8 +169,16 @@ install -d -m 0750 "$R/var/lib/outpost"
 own "$uid:$gid" "$R/var/lib/outpost"
 
 release="$R/opt/outpost/releases/$version"
-rm -rf "$release.new"
-cp -R "$from" "$release.new"
+rm -rf "$release.new" "$release.unpack"
+if [ -n "$package" ]; then
+  # Unpacked in place (same filesystem as the release), so the files are written once.
+  mkdir "$release.unpack"
+  tar -C "$release.unpack" -xzf "$package" || die "cannot unpack $package"
+  mv "$release.unpack"/*/ "$release.new"
+  rmdir "$release.unpack"
+else
+  cp -R "$from" "$release.new"
+fi
 rm -rf "$release"
 mv "$release.new" "$release"
 ln -sfn "releases/$version" "$R/opt/outpost/current.new"
@@ -167,6 +214,11 @@ if [ ! -f "$etc/agent.env" ]; then
   own "0:$gid" "$etc/agent.env"
 fi
 
+if [ -f "$etc/device.json" ]; then
+  chmod 0640 "$etc/device.json"
+  own "0:$gid" "$etc/device.json"
+fi
+
 cat > "$R/usr/local/bin/outpost-agent.new" <<WRAPPER
 #!/bin/sh
 exec $node_bin /opt/outpost/current/dist/agent/cli.js "\$@"
@@ -178,40 +230,6 @@ sed "s#^ExecStart=/usr/bin/node #ExecStart=$node_bin #" "$release/deploy/outpost
   > "$R/etc/systemd/system/outpost-agent.service.new"
 chmod 0644 "$R/etc/systemd/system/outpost-agent.service.new"
 mv "$R/etc/systemd/system/outpost-agent.service.new" "$R/etc/systemd/system/outpost-agent.service"
-
-# --- enrolment ----------------------------------------------------------------------------
-if [ "$enrol" = 1 ] && [ "$enrolled" = 0 ]; then
-  say "enrolling $device_id with $cp_url"
-  OUTPOST_ENROL_TOKEN=$token "$node_bin" -e '
-    const [url, deviceId, arch, version, out] = process.argv.slice(1);
-    (async () => {
-      let res;
-      try {
-        res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" },
-          body: JSON.stringify({ token: process.env.OUTPOST_ENROL_TOKEN, deviceId, arch, agentVersion: version }),
-          signal: AbortSignal.timeout(15000) });
-      } catch (e) {
-        console.error(`cannot reach ${url}: ${e.cause?.message ?? e.message}; retry later or pass --no-enrol`);
-        process.exit(1);
-      }
-      const text = await res.text();
-      if (!res.ok) { console.error(`enrolment refused: HTTP ${res.status} ${text.slice(0, 300)}`); process.exit(1); }
-      const body = JSON.parse(text);
-      if (typeof body.credential !== "string") { console.error("enrolment answer has no credential"); process.exit(1); }
-      const url0 = new URL(url); url0.pathname = "/";
-      require("fs").writeFileSync(out, JSON.stringify({ deviceId: body.deviceId ?? deviceId,
-        credential: body.credential, controlPlane: url0.origin, enrolledAt: new Date().toISOString() }, null, 2) + "\n",
-        { mode: 0o640 });
-    })();
-  ' "$cp_url$enrol_path" "$device_id" "$arch" "$version" "$etc/device.json.new" || die "enrolment failed"
-  mv "$etc/device.json.new" "$etc/device.json"
-  own "0:$gid" "$etc/device.json"
-  say "enrolled; credential in /etc/outpost/device.json (0640 root:outpost)"
-elif [ "$enrolled" = 1 ]; then
-  say "already enrolled (/etc/outpost/device.json); kept"
-else
-  say "enrolment skipped (--no-enrol)"
-fi
 
 # --- systemd ------------------------------------------------------------------------------
 if [ -z "$R" ] && [ -d /run/systemd/system ]; then

@@ -37,7 +37,7 @@ mkdir -p "$pkg/dist" "$pkg/node_modules" "$pkg/deploy/config"
 built=dist
 if [ "$skip_build" = 0 ]; then
   built="$stage/build"
-  node_modules/.bin/tsc -p tsconfig.build.json --outDir "$built"
+  node_modules/.bin/tsc -p deploy/tsconfig.package.json --outDir "$built"
 fi
 [ -f "$built/agent/cli.js" ] || { echo "package.sh: $built/agent/cli.js missing; run npm run build" >&2; exit 1; }
 cp -R "$built/agent" "$built/shared" "$pkg/dist/"
