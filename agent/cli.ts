@@ -76,7 +76,10 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'doctor': {
-      const report = await runDoctor({ loadConfig: load, configSource: file ?? '(defaults and environment)' });
+      const report = await runDoctor({
+        loadConfig: load,
+        configSource: file ?? '(defaults and environment)',
+      });
       console.log(values.json === true ? JSON.stringify(report, null, 2) : formatReport(report));
       return report.ok ? 0 : 1;
     }

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { constants, accessSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,7 +76,11 @@ export function checkDataDir(dir: string, uid: number): CheckResult {
   }
   if (!info.isDirectory()) return { name, state: 'fail', detail: `${dir} is not a directory` };
   if ((info.mode & 0o002) !== 0)
-    return { name, state: 'fail', detail: `${dir} is world-writable (mode ${mode(info.mode)}); chmod 0750 it` };
+    return {
+      name,
+      state: 'fail',
+      detail: `${dir} is world-writable (mode ${mode(info.mode)}); chmod 0750 it`,
+    };
   try {
     accessSync(dir, constants.W_OK | constants.X_OK);
     const probe = join(dir, `.doctor-${process.pid}`);
@@ -92,7 +96,11 @@ export function checkDataDir(dir: string, uid: number): CheckResult {
       detail: `${dir} is writable but owned by uid ${info.uid}, not the agent's uid ${uid}`,
     };
   if ((info.mode & 0o007) !== 0)
-    return { name, state: 'warn', detail: `${dir} is readable by others (mode ${mode(info.mode)}); 0750 is enough` };
+    return {
+      name,
+      state: 'warn',
+      detail: `${dir} is readable by others (mode ${mode(info.mode)}); 0750 is enough`,
+    };
   return { name, state: 'pass', detail: `${dir} is writable, mode ${mode(info.mode)}` };
 }
 
@@ -113,7 +121,8 @@ export async function checkStorage(config: Readonly<AgentConfig>): Promise<Check
         state: 'fail',
         detail: `filesystem below the ${mib(config.storage.reserveFreeBytes)} reserve: ${summary}`,
       };
-    if (u.total > u.maxBytes * 0.9) return { name, state: 'warn', detail: `over 90% of the budget: ${summary}` };
+    if (u.total > u.maxBytes * 0.9)
+      return { name, state: 'warn', detail: `over 90% of the budget: ${summary}` };
     if (u.filesystemFree < config.storage.maxBytes - u.total)
       return { name, state: 'warn', detail: `the filesystem cannot hold the whole budget: ${summary}` };
     return { name, state: 'pass', detail: summary };
@@ -153,7 +162,11 @@ export async function checkOnnxRuntime(timeoutMs = 30_000): Promise<CheckResult>
         detail: `onnxruntime killed the probe with ${child.signal}${child.signal === 'SIGILL' ? ' (this CPU lacks an instruction the build needs)' : ''}`,
       };
     if (child.code !== 0)
-      return { name, state: 'fail', detail: `onnxruntime failed to load or run: ${child.stderr.trim().slice(0, 500)}` };
+      return {
+        name,
+        state: 'fail',
+        detail: `onnxruntime failed to load or run: ${child.stderr.trim().slice(0, 500)}`,
+      };
     const out = JSON.parse(child.stdout) as { y: number[]; version: string };
     if (out.y[0] !== 3 || out.y[1] !== 4)
       return { name, state: 'fail', detail: `onnxruntime gave a wrong answer: ${JSON.stringify(out.y)}` };
@@ -260,7 +273,9 @@ export function checkClock(
 }
 
 export function formatReport(report: DoctorReport): string {
-  const lines = report.checks.map((c) => `${c.state.toUpperCase().padEnd(4)}  ${c.name.padEnd(13)} ${c.detail}`);
+  const lines = report.checks.map(
+    (c) => `${c.state.toUpperCase().padEnd(4)}  ${c.name.padEnd(13)} ${c.detail}`,
+  );
   const failed = report.checks.filter((c) => c.state === 'fail').length;
   lines.push('', report.ok ? 'all checks passed' : `${failed} check${failed === 1 ? '' : 's'} failed`);
   return lines.join('\n');

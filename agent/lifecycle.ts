@@ -52,7 +52,10 @@ export async function runUntilSignal(agent: Agent, options: LifecycleOptions): P
     stopping = true;
     agent.log.info({ signal, deadlineMs: options.shutdownDeadlineMs }, 'shutting down');
     const force = setTimeout(() => {
-      agent.log.error({ deadlineMs: options.shutdownDeadlineMs }, 'graceful shutdown missed its deadline; exiting');
+      agent.log.error(
+        { deadlineMs: options.shutdownDeadlineMs },
+        'graceful shutdown missed its deadline; exiting',
+      );
       exit(1);
     }, options.shutdownDeadlineMs);
     force.unref();
@@ -84,7 +87,10 @@ export async function runUntilSignal(agent: Agent, options: LifecycleOptions): P
         const next = options.loadConfig?.() ?? current;
         const result = planReload(current, next, options.reloaders ?? []);
         // Logged before applying, so a new, quieter log level does not hide the record of it.
-        agent.log.info({ applied: result.applied, needsRestart: result.needsRestart }, 'reloading configuration');
+        agent.log.info(
+          { applied: result.applied, needsRestart: result.needsRestart },
+          'reloading configuration',
+        );
         for (const r of result.reloaders) r.apply(next);
         current = next;
         if (result.needsRestart.length > 0)

@@ -168,7 +168,8 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
             protocol: uplink.protocol === 5 ? '5' : '3.1.1',
             inflight: uplink.inflightCount,
             lastError: uplink.lastError,
-            connectedAt: uplink.connectedAt === undefined ? undefined : new Date(uplink.connectedAt).toISOString(),
+            connectedAt:
+              uplink.connectedAt === undefined ? undefined : new Date(uplink.connectedAt).toISOString(),
             published: uplink.counters.published,
             acked: uplink.counters.acked,
           },

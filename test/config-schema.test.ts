@@ -64,17 +64,28 @@ describe('config: one schema', () => {
         env: {},
       }),
     );
-    assert.ok(found.some((p) => p.startsWith('storage.maxBytes:')), found.join('\n'));
-    assert.ok(found.some((p) => p.startsWith('controlPlane.url: must be an http:// or https:// URL')), found.join('\n'));
+    assert.ok(
+      found.some((p) => p.startsWith('storage.maxBytes:')),
+      found.join('\n'),
+    );
+    assert.ok(
+      found.some((p) => p.startsWith('controlPlane.url: must be an http:// or https:// URL')),
+      found.join('\n'),
+    );
     const env = problems(() => loadConfig({ env: { OUTPOST_SHUTDOWN_DEADLINE_MS: 'soon' } }));
     assert.deepEqual(env, ['OUTPOST_SHUTDOWN_DEADLINE_MS: must be a number, got "soon"']);
     const unknown = problems(() => loadConfig({ overrides: { storage: { maxbytes: 1 } as never } }));
-    assert.ok(unknown.some((p) => p.startsWith('storage:') && p.includes('maxbytes')), unknown.join('\n'));
+    assert.ok(
+      unknown.some((p) => p.startsWith('storage:') && p.includes('maxbytes')),
+      unknown.join('\n'),
+    );
   });
 
   test('the outbox must fit inside the storage budget', () => {
     const found = problems(() =>
-      loadConfig({ overrides: { storage: { maxBytes: 64 * 1024 * 1024 }, outbox: { maxBytes: 128 * 1024 * 1024 } } }),
+      loadConfig({
+        overrides: { storage: { maxBytes: 64 * 1024 * 1024 }, outbox: { maxBytes: 128 * 1024 * 1024 } },
+      }),
     );
     assert.deepEqual(found.length, 1);
     assert.match(found[0] as string, /^outbox\.maxBytes: must not exceed storage\.maxBytes/);

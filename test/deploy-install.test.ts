@@ -26,7 +26,11 @@ interface Run {
 
 function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -113,7 +117,9 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
         const parsed = JSON.parse(body) as Record<string, unknown>;
         enrolments.push({ url: req.url, ...parsed });
         if (req.method !== 'POST' || req.url !== '/v1/devices/enrol' || parsed.token !== 'oet_good') {
-          res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":"enrolment token unknown"}');
+          res
+            .writeHead(401, { 'content-type': 'application/json' })
+            .end('{"error":"enrolment token unknown"}');
           return;
         }
         res.writeHead(200, { 'content-type': 'application/json' });
@@ -138,17 +144,33 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
     const unameBin = tempDir('uname');
     writeFileSync(join(unameBin, 'uname'), '#!/bin/sh\n[ "$1" = -m ] && echo armv7l || /bin/uname "$@"\n');
     chmodSync(join(unameBin, 'uname'), 0o755);
-    const arm32 = await install(root, ['--root-json', rootJson, '--no-enrol'], { PATH: `${unameBin}:${bin}:${process.env.PATH}` });
+    const arm32 = await install(root, ['--root-json', rootJson, '--no-enrol'], {
+      PATH: `${unameBin}:${bin}:${process.env.PATH}`,
+    });
     assert.equal(arm32.code, 1);
     assert.match(arm32.stderr, /unsupported machine armv7l: Outpost runs on x86-64 and arm64/);
     const noRoot = await install(root, ['--no-enrol']);
     assert.match(noRoot.stderr, /no pinned TUF root: pass --root-json FILE/);
     const noToken = await install(root, ['--root-json', rootJson, '--control-plane', cpUrl]);
     assert.match(noToken.stderr, /enrolment needs --token/);
-    const down = await install(root, ['--root-json', rootJson, '--control-plane', 'http://127.0.0.1:9', '--token', 'oet_good']);
+    const down = await install(root, [
+      '--root-json',
+      rootJson,
+      '--control-plane',
+      'http://127.0.0.1:9',
+      '--token',
+      'oet_good',
+    ]);
     assert.equal(down.code, 1);
     assert.match(down.stderr, /cannot reach http:\/\/127\.0\.0\.1:9\/v1\/devices\/enrol: .*pass --no-enrol/);
-    const refused = await install(root, ['--root-json', rootJson, '--control-plane', cpUrl, '--token', 'oet_bad']);
+    const refused = await install(root, [
+      '--root-json',
+      rootJson,
+      '--control-plane',
+      cpUrl,
+      '--token',
+      'oet_bad',
+    ]);
     assert.match(refused.stderr, /enrolment refused: HTTP 401/);
     assert.ok(!existsSync(join(root, 'etc/outpost/device.json')));
     assert.deepEqual(readdirSync(root), ['etc'], 'nothing was installed');
@@ -157,7 +179,16 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
 
   test('installs, enrols, runs, is idempotent, and uninstalls keeping data unless --purge', async () => {
     const root = fakeRoot();
-    const first = await install(root, ['--root-json', rootJson, '--control-plane', cpUrl, '--token', 'oet_good', '--device-id', 'press-7']);
+    const first = await install(root, [
+      '--root-json',
+      rootJson,
+      '--control-plane',
+      cpUrl,
+      '--token',
+      'oet_good',
+      '--device-id',
+      'press-7',
+    ]);
     assert.equal(first.code, 0, first.stderr + first.stdout);
 
     // Layout, owners and modes.
@@ -169,11 +200,17 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
     const data = statSync(join(root, 'var/lib/outpost'));
     assert.equal((data.mode & 0o777).toString(8), '750');
     assert.equal(data.uid, 999, 'owned by the outpost user created in the root');
-    const config = JSON.parse(readFileSync(join(root, 'etc/outpost/agent.json'), 'utf8')) as Record<string, unknown>;
+    const config = JSON.parse(readFileSync(join(root, 'etc/outpost/agent.json'), 'utf8')) as Record<
+      string,
+      unknown
+    >;
     assert.equal(config.deviceId, 'press-7');
     assert.deepEqual(config.controlPlane, { url: cpUrl });
     assert.equal(mode(join(root, 'etc/outpost/agent.json')), '640');
-    const device = JSON.parse(readFileSync(join(root, 'etc/outpost/device.json'), 'utf8')) as Record<string, unknown>;
+    const device = JSON.parse(readFileSync(join(root, 'etc/outpost/device.json'), 'utf8')) as Record<
+      string,
+      unknown
+    >;
     assert.equal(device.credential, 'odc_secret_credential');
     assert.equal(mode(join(root, 'etc/outpost/device.json')), '640');
     assert.deepEqual(enrolments.at(-1), {
@@ -184,20 +221,42 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
       agentVersion: '0.1.0',
     });
     const unit = readFileSync(join(root, 'etc/systemd/system/outpost-agent.service'), 'utf8');
-    assert.match(unit, new RegExp(`^ExecStart=${process.execPath} /opt/outpost/current/dist/agent/cli.js run`, 'm'));
-    assert.match(readFileSync(join(root, 'useradd.log'), 'utf8'), new RegExp(`^useradd --root ${root} --system`));
+    assert.match(
+      unit,
+      new RegExp(`^ExecStart=${process.execPath} /opt/outpost/current/dist/agent/cli.js run`, 'm'),
+    );
+    assert.match(
+      readFileSync(join(root, 'useradd.log'), 'utf8'),
+      new RegExp(`^useradd --root ${root} --system`),
+    );
 
     // The installed package runs on its own: its doctor loads onnxruntime from the package.
     const cfg = join(root, 'doctor.json');
-    writeFileSync(cfg, JSON.stringify({ dataDir: join(root, 'var/lib/outpost'), uplink: { enabled: false } }));
-    const doctor = await run(process.execPath, [join(root, 'opt/outpost/current/dist/agent/cli.js'), 'doctor', '--config', cfg, '--json']);
+    writeFileSync(
+      cfg,
+      JSON.stringify({ dataDir: join(root, 'var/lib/outpost'), uplink: { enabled: false } }),
+    );
+    const doctor = await run(process.execPath, [
+      join(root, 'opt/outpost/current/dist/agent/cli.js'),
+      'doctor',
+      '--config',
+      cfg,
+      '--json',
+    ]);
     const report = JSON.parse(doctor.stdout) as DoctorReport;
-    assert.equal(report.checks.find((c) => c.name === 'onnxruntime')?.state, 'pass', doctor.stdout + doctor.stderr);
+    assert.equal(
+      report.checks.find((c) => c.name === 'onnxruntime')?.state,
+      'pass',
+      doctor.stdout + doctor.stderr,
+    );
     const wrapper = await run('sh', [join(root, 'usr/local/bin/outpost-agent'), '--version']);
     assert.equal(wrapper.code, 1, 'the wrapper points at /opt/outpost on the real system, not the test root');
 
     // Idempotent: an operator's edits, the enrolment and the user survive a second run.
-    writeFileSync(join(root, 'etc/outpost/agent.json'), JSON.stringify({ ...config, log: { level: 'debug' } }));
+    writeFileSync(
+      join(root, 'etc/outpost/agent.json'),
+      JSON.stringify({ ...config, log: { level: 'debug' } }),
+    );
     writeFileSync(join(root, 'var/lib/outpost/outbox.db'), 'precious');
     const calls = enrolments.length;
     const second = await install(root, ['--root-json', rootJson]);
@@ -212,14 +271,18 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
     assert.match(swap.stderr, /root\.json exists and differs .* --replace-root/);
 
     // Uninstall keeps data and config; --purge removes them and the user.
-    const un = await run('sh', ['deploy/uninstall.sh', '--root', root], { PATH: `${bin}:${process.env.PATH}` });
+    const un = await run('sh', ['deploy/uninstall.sh', '--root', root], {
+      PATH: `${bin}:${process.env.PATH}`,
+    });
     assert.equal(un.code, 0, un.stderr);
     assert.ok(!existsSync(join(root, 'opt/outpost')));
     assert.ok(!existsSync(join(root, 'etc/systemd/system/outpost-agent.service')));
     assert.ok(!existsSync(join(root, 'usr/local/bin/outpost-agent')));
     assert.equal(readFileSync(join(root, 'var/lib/outpost/outbox.db'), 'utf8'), 'precious');
     assert.ok(existsSync(join(root, 'etc/outpost/device.json')));
-    const purge = await run('sh', ['deploy/uninstall.sh', '--root', root, '--purge'], { PATH: `${bin}:${process.env.PATH}` });
+    const purge = await run('sh', ['deploy/uninstall.sh', '--root', root, '--purge'], {
+      PATH: `${bin}:${process.env.PATH}`,
+    });
     assert.equal(purge.code, 0, purge.stderr);
     assert.ok(!existsSync(join(root, 'var/lib/outpost')));
     assert.ok(!existsSync(join(root, 'etc/outpost')));

@@ -41,11 +41,27 @@ describe('outpost-agent doctor', () => {
     const cp = await httpService(0);
     servers.push(cp.server);
     const file = join(dir, 'agent.json');
-    writeFileSync(file, JSON.stringify({ deviceId: 'doc1', dataDir, uplink: { url: broker.url }, controlPlane: { url: cp.url } }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        deviceId: 'doc1',
+        dataDir,
+        uplink: { url: broker.url },
+        controlPlane: { url: cp.url },
+      }),
+    );
     const r = await runCli(['doctor', '--config', file, '--json']);
     const report = JSON.parse(r.stdout) as DoctorReport;
     const checks = byName(report);
-    assert.deepEqual(Object.keys(checks), ['config', 'data-dir', 'storage', 'onnxruntime', 'broker', 'control-plane', 'clock']);
+    assert.deepEqual(Object.keys(checks), [
+      'config',
+      'data-dir',
+      'storage',
+      'onnxruntime',
+      'broker',
+      'control-plane',
+      'clock',
+    ]);
     for (const c of report.checks) assert.equal(c.state, 'pass', `${c.name}: ${c.detail}`);
     assert.match(checks.onnxruntime?.detail ?? '', /^onnxruntime \d+\.\d+\.\d+ runs on (x64|arm64)$/);
     assert.equal(r.code, 0);
@@ -102,7 +118,14 @@ describe('outpost-agent doctor', () => {
   test('an unreachable control plane fails with the cause', async () => {
     const dir = tempDir('doctor');
     const file = join(dir, 'agent.json');
-    writeFileSync(file, JSON.stringify({ dataDir: dir, uplink: { enabled: false }, controlPlane: { url: 'http://127.0.0.1:9', timeoutMs: 1000 } }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        dataDir: dir,
+        uplink: { enabled: false },
+        controlPlane: { url: 'http://127.0.0.1:9', timeoutMs: 1000 },
+      }),
+    );
     const r = await runCli(['doctor', '--config', file, '--json']);
     const checks = byName(JSON.parse(r.stdout) as DoctorReport);
     assert.equal(checks.broker?.state, 'skip');

@@ -45,7 +45,11 @@ describe('lifecycle: SIGHUP and unclean exits', () => {
 
     writeFileSync(
       file,
-      JSON.stringify({ ...baseConfig(dir), log: { level: 'warn' }, http: { port: 0, requestTimeoutMs: 1234 } }),
+      JSON.stringify({
+        ...baseConfig(dir),
+        log: { level: 'warn' },
+        http: { port: 0, requestTimeoutMs: 1234 },
+      }),
     );
     agent.kill('SIGHUP');
     const reloaded = await agent.waitForLine('reloading configuration');
@@ -89,7 +93,9 @@ describe('lifecycle: SIGHUP and unclean exits', () => {
   test('applyReload runs only the reloaders whose keys changed', () => {
     const dir = tempDir('reload');
     const prev = loadConfig({ overrides: { dataDir: dir } }) as AgentConfig;
-    const next = loadConfig({ overrides: { dataDir: dir, log: { level: 'debug' }, uplink: { keepaliveS: 60 } } });
+    const next = loadConfig({
+      overrides: { dataDir: dir, log: { level: 'debug' }, uplink: { keepaliveS: 60 } },
+    });
     const applied: string[] = [];
     const result = applyReload(prev, next, [
       { keys: ['log.level'], apply: (c) => applied.push(c.log.level) },

@@ -62,7 +62,8 @@ class NotifyListener {
   async waitFor(check: (m: string[]) => boolean, what: string, timeoutMs = 15_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!check(this.messages)) {
-      if (Date.now() > deadline) throw new Error(`notify: timed out waiting for ${what}; got ${this.messages}`);
+      if (Date.now() > deadline)
+        throw new Error(`notify: timed out waiting for ${what}; got ${this.messages}`);
       await new Promise((r) => setTimeout(r, 20));
     }
   }
@@ -82,59 +83,61 @@ describe('lifecycle: SIGTERM', () => {
     await broker.stop();
   });
 
-  test(
-    'sends READY, WATCHDOG and STOPPING over NOTIFY_SOCKET and shuts down in order, exit 0',
-    { skip: !hasPython() || !hasSystemdNotify() ? 'needs python3 and systemd-notify' : false },
-    async () => {
-      const dir = tempDir('lifecycle');
-      const listener = new NotifyListener(join(dir, 'notify.sock'));
-      cleanups.push(() => listener.stop());
-      await listener.waitFor((m) => m.includes('LISTENING'), 'listener');
-      const agent = new AgentProcess(['run', '--config', writeConfig(dir, broker)], {
-        NOTIFY_SOCKET: listener.path,
-        WATCHDOG_USEC: '300000',
-      });
-      cleanups.push(() => agent.close());
-      await agent.waitForLine('uplink connected');
-      await listener.waitFor((m) => m.some((x) => x.startsWith('READY=1')), 'READY=1');
-      await listener.waitFor((m) => m.filter((x) => x === 'WATCHDOG=1').length >= 2, 'two WATCHDOG=1');
-      assert.ok(existsSync(join(dir, 'data', RUN_STATE_FILE)), 'run-state file exists while running');
+  test('sends READY, WATCHDOG and STOPPING over NOTIFY_SOCKET and shuts down in order, exit 0', {
+    skip: !hasPython() || !hasSystemdNotify() ? 'needs python3 and systemd-notify' : false,
+  }, async () => {
+    const dir = tempDir('lifecycle');
+    const listener = new NotifyListener(join(dir, 'notify.sock'));
+    cleanups.push(() => listener.stop());
+    await listener.waitFor((m) => m.includes('LISTENING'), 'listener');
+    const agent = new AgentProcess(['run', '--config', writeConfig(dir, broker)], {
+      NOTIFY_SOCKET: listener.path,
+      WATCHDOG_USEC: '300000',
+    });
+    cleanups.push(() => agent.close());
+    await agent.waitForLine('uplink connected');
+    await listener.waitFor((m) => m.some((x) => x.startsWith('READY=1')), 'READY=1');
+    await listener.waitFor((m) => m.filter((x) => x === 'WATCHDOG=1').length >= 2, 'two WATCHDOG=1');
+    assert.ok(existsSync(join(dir, 'data', RUN_STATE_FILE)), 'run-state file exists while running');
 
-      const sentAt = Date.now();
-      agent.kill('SIGTERM');
-      const { code } = await agent.exited;
-      assert.equal(code, 0, agent.stderr);
-      assert.ok(Date.now() - sentAt < 10_000, 'within the deadline');
+    const sentAt = Date.now();
+    agent.kill('SIGTERM');
+    const { code } = await agent.exited;
+    assert.equal(code, 0, agent.stderr);
+    assert.ok(Date.now() - sentAt < 10_000, 'within the deadline');
 
-      await listener.waitFor((m) => m.includes('STOPPING=1|STATUS=stopping'), 'STOPPING=1');
-      const m = listener.messages;
-      const ready = m.findIndex((x) => x.startsWith('READY=1'));
-      const stopping = m.indexOf('STOPPING=1|STATUS=stopping');
-      assert.ok(ready < stopping, `READY before STOPPING: ${m}`);
-      assert.ok(!m.slice(stopping).includes('WATCHDOG=1'), 'no watchdog pings after STOPPING');
+    await listener.waitFor((m) => m.includes('STOPPING=1|STATUS=stopping'), 'STOPPING=1');
+    const m = listener.messages;
+    const ready = m.findIndex((x) => x.startsWith('READY=1'));
+    const stopping = m.indexOf('STOPPING=1|STATUS=stopping');
+    assert.ok(ready < stopping, `READY before STOPPING: ${m}`);
+    assert.ok(!m.slice(stopping).includes('WATCHDOG=1'), 'no watchdog pings after STOPPING');
 
-      const order = [
-        agent.index('shutting down'),
-        ...['intake stopped', 'inference drained', 'outbox batch flushed', 'mqtt ended', 'sqlite closed'].map(
-          (step) => agent.index('shutdown step', (l) => l.step === step),
-        ),
-        agent.index('agent stopped'),
-        agent.index('shutdown complete'),
-      ];
-      assert.ok(
-        order.every((i, k) => i >= 0 && (k === 0 || i > (order[k - 1] as number))),
-        `log order ${order}`,
-      );
-      assert.ok(!existsSync(join(dir, 'data', RUN_STATE_FILE)), 'a clean stop removes run-state');
-      const history = JSON.parse(readFileSync(join(dir, 'data', RUN_HISTORY_FILE), 'utf8')) as RunRecord[];
-      assert.equal(history.at(-1)?.clean, true);
-    },
-  );
+    const order = [
+      agent.index('shutting down'),
+      ...['intake stopped', 'inference drained', 'outbox batch flushed', 'mqtt ended', 'sqlite closed'].map(
+        (step) => agent.index('shutdown step', (l) => l.step === step),
+      ),
+      agent.index('agent stopped'),
+      agent.index('shutdown complete'),
+    ];
+    assert.ok(
+      order.every((i, k) => i >= 0 && (k === 0 || i > (order[k - 1] as number))),
+      `log order ${order}`,
+    );
+    assert.ok(!existsSync(join(dir, 'data', RUN_STATE_FILE)), 'a clean stop removes run-state');
+    const history = JSON.parse(readFileSync(join(dir, 'data', RUN_HISTORY_FILE), 'utf8')) as RunRecord[];
+    assert.equal(history.at(-1)?.clean, true);
+  });
 
   test('a shutdown past its deadline takes the forced path: exit 1, run recorded as unclean', async () => {
     const dir = tempDir('lifecycle');
     const config = writeConfig(dir, broker, { shutdownDeadlineMs: 500 });
-    const slow = new AgentProcess(['--config', config], { SLOW_STOP_MS: '30000' }, join(ROOT, 'test/fixtures/slow-stop-agent.ts'));
+    const slow = new AgentProcess(
+      ['--config', config],
+      { SLOW_STOP_MS: '30000' },
+      join(ROOT, 'test/fixtures/slow-stop-agent.ts'),
+    );
     cleanups.push(() => slow.close());
     await slow.waitForLine('agent ready');
     const sentAt = Date.now();

@@ -47,6 +47,9 @@ describe('outpost-agent status', () => {
     writeFileSync(file, JSON.stringify({ http: { port: 9 } }));
     const r = await runCli(['status', '--config', file]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /the agent is not answering at http:\/\/127\.0\.0\.1:9\/v1\/agent\/status; is outpost-agent running\?/);
+    assert.match(
+      r.stderr,
+      /the agent is not answering at http:\/\/127\.0\.0\.1:9\/v1\/agent\/status; is outpost-agent running\?/,
+    );
   });
 });

@@ -10,10 +10,19 @@ import { tempDir } from './helpers/tmp.ts';
 
 const MiB = 1024 * 1024;
 
-function installVersion(modelsDir: string, name: string, version: string, releaseCounter: number, bytes = 1024): string {
+function installVersion(
+  modelsDir: string,
+  name: string,
+  version: string,
+  releaseCounter: number,
+  bytes = 1024,
+): string {
   const dir = join(modelsDir, name, version);
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'outpost.bundle.json'), JSON.stringify({ schema: 1, name, version, releaseCounter }));
+  writeFileSync(
+    join(dir, 'outpost.bundle.json'),
+    JSON.stringify({ schema: 1, name, version, releaseCounter }),
+  );
   writeFileSync(join(dir, 'model.onnx'), Buffer.alloc(bytes, 1));
   return dir;
 }
@@ -43,7 +52,10 @@ describe('storage budget', () => {
     await budget.ensure(5 * MiB, 'model m@2.0.0');
     await assert.rejects(budget.ensure(12 * MiB, 'model m@3.0.0'), (err: unknown) => {
       assert.ok(isOutpostError(err, 'STORAGE_BUDGET'));
-      assert.match(err.message, /^model m@3\.0\.0 needs 12582912 bytes but the storage budget has \d+ of 20971520 left/);
+      assert.match(
+        err.message,
+        /^model m@3\.0\.0 needs 12582912 bytes but the storage budget has \d+ of 20971520 left/,
+      );
       assert.equal(err.status, 507);
       return true;
     });
@@ -52,7 +64,11 @@ describe('storage budget', () => {
 
   test('keeps the filesystem reserve free whatever the budget says', async () => {
     const dataDir = tempDir('storage');
-    const budget = new StorageBudget({ dataDir, maxBytes: Number.MAX_SAFE_INTEGER, reserveFreeBytes: Number.MAX_SAFE_INTEGER });
+    const budget = new StorageBudget({
+      dataDir,
+      maxBytes: Number.MAX_SAFE_INTEGER,
+      reserveFreeBytes: Number.MAX_SAFE_INTEGER,
+    });
     await assert.rejects(budget.ensure(1, 'a tiny file'), (err: unknown) => {
       assert.ok(isOutpostError(err, 'STORAGE_BUDGET'));
       assert.match(err.message, /filesystem has \d+ free and \d+ must stay free/);
@@ -75,10 +91,16 @@ describe('model version gc', () => {
     mkdirSync(join(modelsDir, 'vib', '3.0.0-incoming'), { recursive: true });
 
     const removed = await gcModelVersions({ modelsDir, keep: 2, protect: new Set(['vib@1.0.0']) });
-    assert.deepEqual(removed.map((r) => `${r.name}@${r.version}`), ['vib@1.1.0']);
+    assert.deepEqual(
+      removed.map((r) => `${r.name}@${r.version}`),
+      ['vib@1.1.0'],
+    );
     const left = (await listInstalled(modelsDir)).map((r) => `${r.name}@${r.version}`).sort();
     assert.deepEqual(left, ['other@0.1.0', 'vib@1.0.0', 'vib@1.10.0', 'vib@2.0.0']);
-    assert.ok(existsSync(join(modelsDir, 'vib', '3.0.0-incoming')), 'a directory without a manifest is left alone');
+    assert.ok(
+      existsSync(join(modelsDir, 'vib', '3.0.0-incoming')),
+      'a directory without a manifest is left alone',
+    );
 
     const again = await gcModelVersions({ modelsDir, keep: 1 });
     assert.deepEqual(again.map((r) => `${r.name}@${r.version}`).sort(), ['vib@1.0.0', 'vib@1.10.0']);

@@ -85,7 +85,10 @@ export class StorageBudget {
         `${what} needs ${bytes} bytes but the filesystem has ${usage.filesystemFree} free and ${this.options.reserveFreeBytes} must stay free`,
         { details: { what, bytes, ...usage, reserveFreeBytes: this.options.reserveFreeBytes } },
       );
-      this.options.log?.warn({ what, bytes, usage }, 'storage budget refused a write: filesystem nearly full');
+      this.options.log?.warn(
+        { what, bytes, usage },
+        'storage budget refused a write: filesystem nearly full',
+      );
       throw err;
     }
     return usage;
