@@ -89,7 +89,14 @@ export function checkDataDir(dir: string, uid: number): CheckResult {
   } catch (err) {
     return { name, state: 'fail', detail: `${dir} is not writable by uid ${uid}: ${errorMessage(err)}` };
   }
-  if (uid >= 0 && info.uid !== uid)
+  // Root can write anywhere, so as root the question is whether a service user owns it.
+  if (uid === 0 && info.uid === 0)
+    return {
+      name,
+      state: 'warn',
+      detail: `${dir} is owned by root; the service runs as outpost: chown outpost:outpost ${dir}`,
+    };
+  if (uid > 0 && info.uid !== uid)
     return {
       name,
       state: 'warn',

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -38,6 +38,8 @@ describe('outpost-agent doctor', () => {
     const dataDir = join(dir, 'data');
     mkdirSync(dataDir, { mode: 0o750 });
     chmodSync(dataDir, 0o750);
+    // As root, doctor wants the data dir owned by the service user, as install.sh leaves it.
+    if (process.getuid?.() === 0) chownSync(dataDir, 999, 999);
     const cp = await httpService(0);
     servers.push(cp.server);
     const file = join(dir, 'agent.json');
