@@ -80,7 +80,7 @@ elif [ ! -f "$etc/root.json" ]; then
   die "no pinned TUF root: pass --root-json FILE (the root.json from \`outpost keys init\`)"
 fi
 
-[ -n "$device_id" ] || device_id=$(hostname | tr -c 'A-Za-z0-9._\n-' '-')
+[ -n "$device_id" ] || device_id=$( (hostname 2>/dev/null || cat /etc/hostname) | tr -c 'A-Za-z0-9._\n-' '-')
 case "$device_id" in
   ''|*[!A-Za-z0-9._-]*) die "device id '$device_id' must be letters, digits, . _ -" ;;
 esac
