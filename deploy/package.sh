@@ -5,16 +5,21 @@
 # machine that runs `npm install`, so build the arm64 tarball on arm64 (or in an arm64
 # container) and the x64 one on x64.
 #
-#   npm run package -- [--out DIR] [--skip-build]
+#   npm run package -- [--out DIR] [--skip-build | --no-check]
+#
+# --no-check emits without type checking (tsc --noCheck), for when `npm run typecheck` has
+# just run, as in the test suite.
 set -eu
 
 out=.
 skip_build=0
+check=
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2; shift 2 ;;
     --skip-build) skip_build=1; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --no-check) check=--noCheck; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "package.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -37,7 +42,7 @@ mkdir -p "$pkg/dist" "$pkg/node_modules" "$pkg/deploy/config"
 built=dist
 if [ "$skip_build" = 0 ]; then
   built="$stage/build"
-  node_modules/.bin/tsc -p deploy/tsconfig.package.json --outDir "$built"
+  node_modules/.bin/tsc -p deploy/tsconfig.package.json --outDir "$built" $check
 fi
 [ -f "$built/agent/cli.js" ] || { echo "package.sh: $built/agent/cli.js missing; run npm run build" >&2; exit 1; }
 cp -R "$built/agent" "$built/shared" "$pkg/dist/"

@@ -101,7 +101,8 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
 
   before(async () => {
     const out = tempDir('package');
-    const built = await run('sh', ['deploy/package.sh', '--out', out]);
+    // --no-check: `npm test` type-checks the same sources before the suite runs.
+    const built = await run('sh', ['deploy/package.sh', '--out', out, '--no-check']);
     assert.equal(built.code, 0, built.stderr);
     pkg = built.stdout.trim().split('\n').at(-1) as string;
     assert.match(pkg, new RegExp(`outpost-agent-\\d+\\.\\d+\\.\\d+-linux-${arch()}\\.tar\\.gz$`));
@@ -251,7 +252,10 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
     );
     // The wrapper names the real /opt path (it is for the device, not for the test root).
     const wrapper = readFileSync(join(root, 'usr/local/bin/outpost-agent'), 'utf8');
-    assert.ok(wrapper.includes(`exec ${process.execPath} /opt/outpost/current/dist/agent/cli.js "$@"`), wrapper);
+    assert.ok(
+      wrapper.includes(`exec ${process.execPath} /opt/outpost/current/dist/agent/cli.js "$@"`),
+      wrapper,
+    );
     assert.equal(mode(join(root, 'usr/local/bin/outpost-agent')), '755');
 
     // Idempotent: an operator's edits, the enrolment and the user survive a second run.
