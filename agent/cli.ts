@@ -1,27 +1,35 @@
 #!/usr/bin/env node
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { errorMessage, isOutpostError } from '../shared/errors.ts';
 import { OUTPOST_VERSION } from '../shared/version.ts';
-import { loadConfig } from './config.ts';
+import { type AgentConfig, loadConfig } from './config.ts';
+import { formatReport, runDoctor } from './doctor.ts';
 import { runUntilSignal } from './lifecycle.ts';
+import { createReloadableLogger } from './log-level.ts';
 import { createAgent } from './main.ts';
+import { RunState } from './run-state.ts';
+import { SdNotifier } from './sd-notify.ts';
+import { fetchStatus, formatStatus } from './status-view.ts';
 
 const USAGE = `outpost-agent ${OUTPOST_VERSION}
 
 Usage:
-  outpost-agent run [--config FILE]     run the agent (the systemd service runs this)
-  outpost-agent status [--config FILE]  models, outbox depth, uplink state (asks the running agent)
+  outpost-agent run [--config FILE]            run the agent (the systemd service runs this)
+  outpost-agent status [--config FILE] [--json] models, outbox depth, uplink state, last sync
+  outpost-agent doctor [--config FILE] [--json] check config, data dir, storage, onnxruntime,
+                                               broker, control plane and clock; exit 1 on a failure
   outpost-agent --version
 
 Configuration: a JSON file (default /etc/outpost/agent.json when it exists) plus OUTPOST_…
 environment variables, e.g. OUTPOST_HTTP__PORT=8471 OUTPOST_UPLINK__URL=mqtts://broker:8883.
+SIGHUP reloads log.level; other changes need a restart (the agent logs which).
 `;
 
 const DEFAULT_CONFIG = '/etc/outpost/agent.json';
 
-async function configFile(given: string | undefined): Promise<string | undefined> {
+function configFile(given: string | undefined): string | undefined {
   if (given !== undefined) return given;
-  const { existsSync } = await import('node:fs');
   return existsSync(DEFAULT_CONFIG) ? DEFAULT_CONFIG : undefined;
 }
 
@@ -45,22 +53,35 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return command === undefined && values.help !== true ? 2 : 0;
   }
-  const file = await configFile(values.config);
-  const config = loadConfig({ ...(file === undefined ? {} : { file }), env: process.env });
+  const file = configFile(values.config);
+  const load = (): Readonly<AgentConfig> =>
+    loadConfig({ ...(file === undefined ? {} : { file }), env: process.env });
   switch (command) {
     case 'run': {
-      const agent = createAgent(config);
-      await runUntilSignal(agent, { shutdownDeadlineMs: 20_000 });
+      const config = load();
+      const { logger, setLevel } = createReloadableLogger(config.log.level);
+      const agent = createAgent(config, { logger });
+      await runUntilSignal(agent, {
+        shutdownDeadlineMs: config.shutdownDeadlineMs,
+        notifier: new SdNotifier({ log: logger.child({ component: 'systemd' }) }),
+        runState: new RunState(config.dataDir),
+        loadConfig: load,
+        reloaders: [{ keys: ['log.level'], apply: (next) => setLevel(next.log.level) }],
+      });
       return -1;
     }
     case 'status': {
-      const headers: Record<string, string> = {};
-      if (config.http.token !== undefined) headers.authorization = `Bearer ${config.http.token}`;
-      const host = config.http.host === '0.0.0.0' ? '127.0.0.1' : config.http.host;
-      const res = await fetch(`http://${host}:${config.http.port}/v1/agent/status`, { headers });
-      const status = (await res.json()) as Record<string, unknown>;
-      console.log(JSON.stringify(status, null, 2));
-      return res.ok ? 0 : 1;
+      const status = await fetchStatus(load());
+      console.log(values.json === true ? JSON.stringify(status, null, 2) : formatStatus(status));
+      return 0;
+    }
+    case 'doctor': {
+      const report = await runDoctor({
+        loadConfig: load,
+        configSource: file ?? '(defaults and environment)',
+      });
+      console.log(values.json === true ? JSON.stringify(report, null, 2) : formatReport(report));
+      return report.ok ? 0 : 1;
     }
     default:
       console.error(`unknown command ${command}\n\n${USAGE}`);
@@ -74,6 +95,7 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     console.error(isOutpostError(err) ? `${err.code}: ${err.message}` : `error: ${errorMessage(err)}`);
+    // 78 is EX_CONFIG; the unit's RestartPreventExitStatus keeps systemd from looping on it.
     process.exitCode = isOutpostError(err, 'CONFIG_INVALID') ? 78 : 1;
   },
 );

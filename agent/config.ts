@@ -36,6 +36,39 @@ export const configSchema = z
       .refine(isTopicLevel, 'must be 1-128 letters, digits, . _ - (it becomes an MQTT topic level)')
       .default(() => defaultDeviceId()),
     dataDir: z.string().default('/var/lib/outpost'),
+    /** The graceful shutdown's deadline; past it the agent exits non-zero (keep it below TimeoutStopSec). */
+    shutdownDeadlineMs: z.number().int().min(100).max(600_000).default(20_000),
+    controlPlane: z
+      .object({
+        /** The control plane's base URL, e.g. https://outpost.example.com; unset means none. */
+        url: z
+          .string()
+          .regex(/^https?:\/\/[^/\s]+/, 'must be an http:// or https:// URL')
+          .optional(),
+        /** Per-request timeout for reachability checks and calls. */
+        timeoutMs: z.number().int().min(100).default(10_000),
+      })
+      .strict()
+      .prefault({}),
+    storage: z
+      .object({
+        /** One budget for models, staging (downloads) and the outbox under dataDir. */
+        maxBytes: z
+          .number()
+          .int()
+          .min(16 * 1024 * 1024)
+          .default(4 * 1024 * 1024 * 1024),
+        /** Free space always left on the data directory's filesystem, whatever the budget says. */
+        reserveFreeBytes: z
+          .number()
+          .int()
+          .min(0)
+          .default(256 * 1024 * 1024),
+        /** Installed versions kept per model (the active one plus this many minus one for revert). */
+        keepModelVersions: z.number().int().min(1).max(16).default(2),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -132,7 +165,15 @@ export const configSchema = z
       .strict()
       .prefault({}),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    if (config.outbox.maxBytes > config.storage.maxBytes)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['outbox', 'maxBytes'],
+        message: `must not exceed storage.maxBytes (${config.storage.maxBytes}); the outbox lives inside the storage budget`,
+      });
+  });
 
 export type AgentConfig = z.infer<typeof configSchema>;
 export type AgentConfigInput = z.input<typeof configSchema>;

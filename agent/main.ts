@@ -15,6 +15,7 @@ import { Publisher } from './publisher.ts';
 import { WorkerPool } from './runtime/pool.ts';
 import { ModelRegistry } from './runtime/registry.ts';
 import { MqttSensorBus } from './sources/mqtt-bus.ts';
+import { StorageBudget } from './storage/budget.ts';
 import { Uplink } from './uplink/uplink.ts';
 
 export interface AgentDeps {
@@ -32,12 +33,16 @@ export interface Agent {
   readonly uplink: Uplink | undefined;
   readonly pipelines: PipelineManager;
   readonly http: HttpServer | undefined;
+  /** The one storage budget for models, staging and the outbox (the updater calls ensure()). */
+  readonly storage: StorageBudget;
   /** The HTTP port actually bound (differs from the config when it asked for port 0). */
   httpPort: number | undefined;
   start(): Promise<void>;
   /** Graceful shutdown in order: intake, inference, outbox batch, MQTT, SQLite. */
   stop(): Promise<void>;
   status(): AgentStatus;
+  /** Records a sync with the control plane for status (`result` e.g. "ok" or an error message). */
+  recordSync(at: Date, result: string): void;
 }
 
 export interface AgentStatus {
@@ -48,7 +53,19 @@ export interface AgentStatus {
   state: 'starting' | 'running' | 'stopping' | 'stopped';
   models: Array<{ name: string; version: string; state: string; releaseCounter: number; sha256: string }>;
   outbox: ReturnType<Outbox['stats']>;
-  uplink: { state: string; protocol: string; inflight: number; lastError?: string | undefined } | undefined;
+  uplink:
+    | {
+        state: string;
+        protocol: string;
+        inflight: number;
+        lastError?: string | undefined;
+        connectedAt?: string | undefined;
+        published: number;
+        acked: number;
+      }
+    | undefined;
+  /** The last sync with the control plane, as recorded by whoever syncs (the updater). */
+  sync: { lastSyncAt: string | undefined; lastResult: string | undefined };
   pipelines: ReturnType<PipelineManager['stats']>;
 }
 
@@ -81,7 +98,14 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
   );
   const registry = new ModelRegistry(pool, log.child({ component: 'registry' }), config.runtime.keepVersions);
   const publisher = new Publisher(config.deviceId, envelopes, outbox);
+  const storage = new StorageBudget({
+    dataDir: config.dataDir,
+    maxBytes: config.storage.maxBytes,
+    reserveFreeBytes: config.storage.reserveFreeBytes,
+    log: log.child({ component: 'storage' }),
+  });
   let state: AgentStatus['state'] = 'starting';
+  const sync: AgentStatus['sync'] = { lastSyncAt: undefined, lastResult: undefined };
 
   const modelList = () =>
     registry
@@ -144,8 +168,13 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
             protocol: uplink.protocol === 5 ? '5' : '3.1.1',
             inflight: uplink.inflightCount,
             lastError: uplink.lastError,
+            connectedAt:
+              uplink.connectedAt === undefined ? undefined : new Date(uplink.connectedAt).toISOString(),
+            published: uplink.counters.published,
+            acked: uplink.counters.acked,
           },
     pipelines: pipelines.stats(),
+    sync: { ...sync },
   });
   commands.register('status', () => status());
   uplink?.on('command', (cmd) => {
@@ -174,8 +203,13 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     uplink,
     pipelines,
     http,
+    storage,
     httpPort: undefined,
     status,
+    recordSync(at, result) {
+      sync.lastSyncAt = at.toISOString();
+      sync.lastResult = result;
+    },
     async start() {
       log.info({ deviceId: config.deviceId, bootId, version: OUTPOST_VERSION }, 'agent starting');
       outbox.start();
@@ -198,13 +232,20 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       if (state === 'stopped' || state === 'stopping') return;
       state = 'stopping';
       log.info('agent stopping');
+      // Each step logs `shutdown step` so an operator (and the lifecycle test) can see the order.
+      const step = (name: string) => log.info({ step: name }, 'shutdown step');
       await bus?.stop();
       await http?.stop();
+      step('intake stopped');
       await pipelines.stop();
-      outbox.flush();
-      await uplink?.stop();
       await pool.stop();
+      step('inference drained');
+      outbox.flush();
+      step('outbox batch flushed');
+      await uplink?.stop();
+      step('mqtt ended');
       outbox.stop();
+      step('sqlite closed');
       state = 'stopped';
       log.info('agent stopped');
     },
