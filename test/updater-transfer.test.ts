@@ -69,8 +69,13 @@ describe('updater: transfer faults', () => {
     bytes[bytes.length - 100] = (bytes[bytes.length - 100] ?? 0) ^ 0xff;
     await writeFile(served, bytes);
     const outcome = await agent.updater!.checkNow();
-    assert.match(outcome.failed[0]?.error ?? '', /sha256 [0-9a-f]{64} is not the [0-9a-f]{64} TUF vouches for/);
-    assert.ok(events(agent).some((e) => e.type === 'update-failed' && e.body['code'] === 'OUTPOST_ERR_TRUST_FAILED'));
+    assert.match(
+      outcome.failed[0]?.error ?? '',
+      /sha256 [0-9a-f]{64} is not the [0-9a-f]{64} TUF vouches for/,
+    );
+    assert.ok(
+      events(agent).some((e) => e.type === 'update-failed' && e.body['code'] === 'OUTPOST_ERR_TRUST_FAILED'),
+    );
     assert.equal(await inferOk(agent), '1.0.0');
   });
 
@@ -165,7 +170,8 @@ describe('updater: disk full', () => {
       {
         ensureSpace: (bytes) => {
           asked.push(bytes);
-          if (asked.length > 1) throw new OutpostError('STORAGE_BUDGET', `storage budget: ${bytes} bytes refused`);
+          if (asked.length > 1)
+            throw new OutpostError('STORAGE_BUDGET', `storage budget: ${bytes} bytes refused`);
         },
       },
     );
@@ -187,8 +193,15 @@ describe('updater: disk full', () => {
     const outcome = await again.updater!.checkNow();
     assert.match(outcome.failed[0]?.error ?? '', /disk full/);
     const staging = join(again.config.dataDir, 'updates', 'staging');
-    assert.deepEqual((await readdir(staging)).filter((f) => f.endsWith('.part')), []);
-    assert.ok(events(again).some((e) => e.type === 'update-failed' && e.body['code'] === 'OUTPOST_ERR_STORAGE_BUDGET'));
+    assert.deepEqual(
+      (await readdir(staging)).filter((f) => f.endsWith('.part')),
+      [],
+    );
+    assert.ok(
+      events(again).some(
+        (e) => e.type === 'update-failed' && e.body['code'] === 'OUTPOST_ERR_STORAGE_BUDGET',
+      ),
+    );
     assert.equal(await inferOk(again), '1.0.0');
   });
 });
