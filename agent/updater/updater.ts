@@ -165,9 +165,8 @@ export class Updater {
       if (!this.running) break;
       const base = this.o.config.pollIntervalMs;
       // A failed check retries sooner (capped backoff), a good one waits the interval ± 20 %.
-      const delay = failed
-        ? Math.min(base, backoff.next())
-        : (backoff.reset(), Math.round(base * (0.8 + 0.4 * Math.random())));
+      if (!failed) backoff.reset();
+      const delay = failed ? Math.min(base, backoff.next()) : Math.round(base * (0.8 + 0.4 * Math.random()));
       await this.timer.sleep(delay);
     }
   }
@@ -239,6 +238,25 @@ export class Updater {
     this.st.lastOutcome = outcome;
     this.syncStatus();
     return outcome;
+  }
+
+  /**
+   * Installs `name@version` straight from the TUF repository (refresh, verify, install, activate),
+   * without a director document. For the benchmark and for operators on a device; the normal
+   * path is checkNow(), which installs only what the director names.
+   */
+  async installFromTuf(name: string, version: string): Promise<void> {
+    const state = this.state ?? (await this.store.load());
+    this.state = state;
+    const tuf = await this.trust.refresh();
+    const base = `${name}/${version}/`;
+    const manifestTarget = tuf.target(`${base}outpost.bundle.json`);
+    const modelTarget = Object.values(tuf.targets.signed.targets).find(
+      (t) => t.path.startsWith(base) && t.custom['kind'] === 'model',
+    );
+    if (manifestTarget === undefined || modelTarget === undefined)
+      throw new OutpostError('NOT_FOUND', `${name}@${version} is not in the TUF targets metadata`);
+    await this.installOne(manifestTarget, modelTarget, state, `${name}@${version}`);
   }
 
   private async fetchDirector(state: UpdateState): Promise<DirectorSigned> {
