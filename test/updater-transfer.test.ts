@@ -42,6 +42,23 @@ async function halfThenReset(req: IncomingMessage, res: ServerResponse, file: st
 }
 
 describe('updater: transfer faults', () => {
+  test('metadata requests answered 503 are retried with backoff, then succeed', async () => {
+    const { fx, agent } = await baseline();
+    let failures = 2;
+    fx.server.hook = (req, res) => {
+      if (!req.url?.endsWith('/timestamp.json') || failures <= 0) return false;
+      failures--;
+      res.writeHead(503).end();
+      return true;
+    };
+    const before = fx.server.requests.filter((r) => r.path.endsWith('/timestamp.json')).length;
+    const outcome = await agent.updater!.checkNow();
+    assert.deepEqual(outcome.failed, []);
+    const after = fx.server.requests.filter((r) => r.path.endsWith('/timestamp.json')).length;
+    assert.equal(after - before, 3);
+    assert.equal(await inferOk(agent), '2.0.0');
+  });
+
   test('endless data: a target longer than declared is cut off at its length and refused', async () => {
     const { fx, agent, isV2Model } = await baseline();
     let sent = 0;
