@@ -128,7 +128,10 @@ describe('updater: attacks on the metadata', () => {
     assert.equal((await agent.updater!.trust.trustedRoot()).signed.version, 2);
     // Replaced by rename (a new inode), never rewritten in place.
     assert.notEqual((await stat(trusted)).ino, inode);
-    assert.deepEqual((await readdir(join(agent.config.dataDir, 'updates'))).filter((f) => f.startsWith('.trust-work')), []);
+    assert.deepEqual(
+      (await readdir(join(agent.config.dataDir, 'updates'))).filter((f) => f.startsWith('.trust-work')),
+      [],
+    );
   });
 
   test('a rolled-back timestamp is refused', async () => {
