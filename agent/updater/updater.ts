@@ -250,6 +250,8 @@ export class Updater {
    * path is checkNow(), which installs only what the director names.
    */
   async installFromTuf(name: string, version: string): Promise<void> {
+    // One install at a time: wait for a running check rather than race it.
+    await this.checking?.catch(() => undefined);
     const state = this.state ?? (await this.store.load());
     this.state = state;
     const tuf = await this.trust.refresh();
