@@ -16,11 +16,15 @@ import { WorkerPool } from './runtime/pool.ts';
 import { ModelRegistry } from './runtime/registry.ts';
 import { MqttSensorBus } from './sources/mqtt-bus.ts';
 import { StorageBudget } from './storage/budget.ts';
+import { faultsFromEnv } from './updater/faults.ts';
+import { Updater, type UpdaterStatus } from './updater/updater.ts';
 import { Uplink } from './uplink/uplink.ts';
 
 export interface AgentDeps {
   logger?: Logger;
   now?: () => number;
+  /** Storage budget hook for updates: throw to refuse an install needing `bytes`. */
+  ensureSpace?: (bytes: number) => Promise<void> | void;
 }
 
 export interface Agent {
@@ -35,6 +39,7 @@ export interface Agent {
   readonly http: HttpServer | undefined;
   /** The one storage budget for models, staging and the outbox (the updater calls ensure()). */
   readonly storage: StorageBudget;
+  readonly updater: Updater | undefined;
   /** The HTTP port actually bound (differs from the config when it asked for port 0). */
   httpPort: number | undefined;
   start(): Promise<void>;
@@ -67,6 +72,7 @@ export interface AgentStatus {
   /** The last sync with the control plane, as recorded by whoever syncs (the updater). */
   sync: { lastSyncAt: string | undefined; lastResult: string | undefined };
   pipelines: ReturnType<PipelineManager['stats']>;
+  updates?: UpdaterStatus | undefined;
 }
 
 /** The composition root: builds every part of the agent from a validated config. Nothing starts until start(). */
@@ -144,7 +150,44 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     log: log.child({ component: 'pipeline' }),
     bufferLimit: config.sensors.bufferLimit,
   });
+  const updater = config.updates.enabled
+    ? new Updater({
+        config: config.updates,
+        deviceId: config.deviceId,
+        dataDir: config.dataDir,
+        registry,
+        publisher,
+        log: log.child({ component: 'updater' }),
+        arch: arch(),
+        agentVersion: OUTPOST_VERSION,
+        ...(deps.now === undefined ? {} : { now: deps.now }),
+        // One budget for models, staging and the outbox: a download that would crowd out the
+        // outbox is refused before it starts.
+        ensureSpace:
+          deps.ensureSpace ??
+          (async (bytes: number) => {
+            await storage.ensure(bytes, 'model download');
+          }),
+        ...(process.env.OUTPOST_UPDATER_FAULT === undefined
+          ? {}
+          : { faults: faultsFromEnv(process.env.OUTPOST_UPDATER_FAULT) }),
+      })
+    : undefined;
   const commands = new CommandDispatcher(publisher, log.child({ component: 'commands' }));
+  const updaterSync = (): AgentStatus['sync'] | undefined => {
+    const u = updater?.status();
+    if (u?.lastCheckAt === undefined) return undefined;
+    const o = u.lastOutcome;
+    const result =
+      u.lastError !== undefined
+        ? `error: ${u.lastError}`
+        : o === undefined
+          ? 'checked'
+          : o.upToDate
+            ? 'up to date'
+            : `installed ${o.installed.length}, failed ${o.failed.length}`;
+    return { lastSyncAt: new Date(u.lastCheckAt).toISOString(), lastResult: result };
+  };
 
   const status = (): AgentStatus => ({
     deviceId: config.deviceId,
@@ -174,9 +217,11 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
             acked: uplink.counters.acked,
           },
     pipelines: pipelines.stats(),
-    sync: { ...sync },
+    sync: updaterSync() ?? { ...sync },
+    updates: updater?.status(),
   });
   commands.register('status', () => status());
+  if (updater !== undefined) commands.register('sync', () => updater.checkNow());
   uplink?.on('command', (cmd) => {
     commands.handle(cmd).catch((err: unknown) => log.error({ err }, 'command reply failed'));
   });
@@ -204,6 +249,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     pipelines,
     http,
     storage,
+    updater,
     httpPort: undefined,
     status,
     recordSync(at, result) {
@@ -214,7 +260,8 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       log.info({ deviceId: config.deviceId, bootId, version: OUTPOST_VERSION }, 'agent starting');
       outbox.start();
       pool.start();
-      for (const dir of config.models.bundles) {
+      const installed = (await updater?.prepareBoot()) ?? [];
+      for (const dir of [...config.models.bundles, ...installed]) {
         try {
           await registry.load(await readBundle(dir));
         } catch (err) {
@@ -225,6 +272,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       pipelines.start();
       uplink?.start();
       if (http !== undefined) agent.httpPort = await http.start();
+      updater?.start();
       state = 'running';
       log.info({ models: modelList().length }, 'agent ready');
     },
@@ -234,6 +282,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       log.info('agent stopping');
       // Each step logs `shutdown step` so an operator (and the lifecycle test) can see the order.
       const step = (name: string) => log.info({ step: name }, 'shutdown step');
+      await updater?.stop();
       await bus?.stop();
       await http?.stop();
       step('intake stopped');

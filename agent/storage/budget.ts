@@ -10,8 +10,9 @@ import type { Logger } from '../log.ts';
  * than let a download fill the disk that the outbox needs to keep results.
  */
 export const STORAGE_AREAS = {
-  models: 'models',
-  staging: 'staging',
+  // Where the updater installs bundles and stages downloads (agent/updater/installer.ts).
+  models: 'bundles',
+  staging: 'updates/staging',
   outbox: ['outbox.db', 'outbox.db-wal', 'outbox.db-shm'],
 } as const;
 
