@@ -73,9 +73,9 @@ describe('outpost-agent doctor', () => {
   test('an unhappy device: each failure is named and the exit code is 1', async () => {
     const dir = tempDir('doctor');
     const dataDir = join(dir, 'data');
-    mkdirSync(join(dataDir, 'staging'), { recursive: true });
+    mkdirSync(join(dataDir, 'updates', 'staging'), { recursive: true });
     chmodSync(dataDir, 0o777);
-    writeFileSync(join(dataDir, 'staging', 'huge.part'), Buffer.alloc(17 * 1024 * 1024, 1));
+    writeFileSync(join(dataDir, 'updates', 'staging', 'huge.part'), Buffer.alloc(17 * 1024 * 1024, 1));
     const skewed = await httpService(-10 * 60_000);
     servers.push(skewed.server);
     const closed = await freePort();
