@@ -82,12 +82,12 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     log.child({ component: 'runtime' }),
   );
   // Read at scrape time only, after the registry below exists.
-  const metrics = new AgentMetrics({
+  const metrics: AgentMetrics = new AgentMetrics({
     versions: () =>
       registry.all().map((m) => ({ name: m.name, version: m.version, state: m.state, pending: registry.pending(m.key) })),
   });
   const { batching } = config.runtime;
-  const registry = new ModelRegistry(pool, log.child({ component: 'registry' }), {
+  const registry: ModelRegistry = new ModelRegistry(pool, log.child({ component: 'registry' }), {
     keepVersions: config.runtime.keepVersions,
     versionPolicy: config.runtime.versionPolicy,
     queueLimit: config.runtime.queueLimit,
