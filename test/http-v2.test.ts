@@ -82,7 +82,7 @@ test('JSON infer: id echoed, nested or flat data, outputs filter', async () => {
   );
   const probs = outputs[1] as { shape: number[]; data: number[] };
   assert.deepEqual(probs.shape, [2, 3]);
-  const want = reference.probabilities?.data as Float64Array;
+  const want = reference.probabilities?.data as Float32Array;
   probs.data.forEach((v, i) => assert.ok(Math.abs(v - (want[i] as number)) < 1e-5));
 
   const nested = await postJson(`${url}/v2/models/mlp-classifier/versions/1.0.0/infer`, {
