@@ -122,6 +122,11 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
     return versions.get(version) ?? [...versions.values()].find((v) => String(v.releaseCounter) === version);
   }
 
+  /** Sessions open and created/released so far across the workers (diagnostics; shows sessions are not churned). */
+  sessionStats(): Promise<{ sessions: number; created: number; released: number }> {
+    return this.pool.sessionStats();
+  }
+
   /** Requests queued or running for a version. */
   pending(key: string): number {
     return this.schedulers.get(key)?.pending ?? 0;
