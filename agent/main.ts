@@ -5,8 +5,8 @@ import { EnvelopeFactory } from '../shared/envelope.ts';
 import { OUTPOST_VERSION } from '../shared/version.ts';
 import { CommandDispatcher } from './commands.ts';
 import { type AgentConfig, dataPath } from './config.ts';
-import { Router } from './http/router.ts';
 import { AgentMetrics } from './http/metrics.ts';
+import { Router } from './http/router.ts';
 import { HttpServer, sendJson } from './http/server.ts';
 import { registerTfServing } from './http/tf-serving-routes.ts';
 import { registerV2 } from './http/v2-routes.ts';
@@ -84,7 +84,9 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
   // Read at scrape time only, after the registry below exists.
   const metrics: AgentMetrics = new AgentMetrics({
     versions: () =>
-      registry.all().map((m) => ({ name: m.name, version: m.version, state: m.state, pending: registry.pending(m.key) })),
+      registry
+        .all()
+        .map((m) => ({ name: m.name, version: m.version, state: m.state, pending: registry.pending(m.key) })),
   });
   const { batching } = config.runtime;
   const registry: ModelRegistry = new ModelRegistry(pool, log.child({ component: 'registry' }), {

@@ -195,7 +195,9 @@ async function viaTfInstances(c: Case, feeds: Feeds): Promise<Record<string, Fla
     return t.dims.length === 1 ? values[0] : nestRow(values, t.dims.slice(1));
   };
   const instances = Array.from({ length: rows }, (_, r) =>
-    entries.length === 1 ? rowOf(entries[0]![1], r) : Object.fromEntries(entries.map(([n, t]) => [n, rowOf(t, r)])),
+    entries.length === 1
+      ? rowOf(entries[0]![1], r)
+      : Object.fromEntries(entries.map(([n, t]) => [n, rowOf(t, r)])),
   );
   const res = await postJson(
     `${url}/v1/models/${c.bundle.manifest.name}/versions/${c.bundle.manifest.releaseCounter}:predict`,
@@ -216,16 +218,22 @@ async function viaTfInstances(c: Case, feeds: Feeds): Promise<Record<string, Fla
 function nestRow(values: unknown[], shape: number[]): unknown {
   if (shape.length === 1) return values;
   const stride = shape.slice(1).reduce((a, b) => a * b, 1);
-  return Array.from({ length: shape[0] ?? 0 }, (_, i) => nestRow(values.slice(i * stride, (i + 1) * stride), shape.slice(1)));
+  return Array.from({ length: shape[0] ?? 0 }, (_, i) =>
+    nestRow(values.slice(i * stride, (i + 1) * stride), shape.slice(1)),
+  );
 }
 
 async function viaTfColumns(c: Case, feeds: Feeds): Promise<Record<string, Flat>> {
   const entries = Object.entries(feeds);
   const col = (t: Feeds[string]) => nestRow(jsValues(t.data, t.type), t.dims);
-  const inputs = entries.length === 1 ? col(entries[0]![1]) : Object.fromEntries(entries.map(([n, t]) => [n, col(t)]));
-  const res = await postJson(`${url}/v1/models/${c.bundle.manifest.name}/versions/${c.bundle.manifest.releaseCounter}:predict`, {
-    inputs,
-  });
+  const inputs =
+    entries.length === 1 ? col(entries[0]![1]) : Object.fromEntries(entries.map(([n, t]) => [n, col(t)]));
+  const res = await postJson(
+    `${url}/v1/models/${c.bundle.manifest.name}/versions/${c.bundle.manifest.releaseCounter}:predict`,
+    {
+      inputs,
+    },
+  );
   assert.equal(res.status, 200, res.body.error);
   const names = c.model.outputs.map((o) => o.name);
   const outputs = res.body.outputs as unknown;

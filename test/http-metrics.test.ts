@@ -76,7 +76,9 @@ test('GET /metrics: Triton counters per model and version, batching visible, fai
   assert.equal(get(`outpost_inference_batch_size_sum{${MV}}`), 32);
   assert.equal(get('outpost_models_loaded'), 1);
   assert.equal(
-    get('outpost_http_request_duration_seconds_count{method="POST",route="/v2/models/{model}/infer",code="200"}'),
+    get(
+      'outpost_http_request_duration_seconds_count{method="POST",route="/v2/models/{model}/infer",code="200"}',
+    ),
     30,
   );
   assert.ok(get('process_resident_memory_bytes') > 0);
@@ -109,7 +111,10 @@ test('a 429 counts as a REJECTED failure', async () => {
     assert.match(refused[0]?.body.error ?? '', /requests waiting/);
     assert.equal(answers.filter((a) => a.status === 200).length, 2);
     const m = parse(await (await fetch(`${baseUrl(small)}/metrics`)).text());
-    assert.equal(m.get('nv_inference_request_failure{model="linear-regression",version="1.0.0",reason="REJECTED"}'), 3);
+    assert.equal(
+      m.get('nv_inference_request_failure{model="linear-regression",version="1.0.0",reason="REJECTED"}'),
+      3,
+    );
     // Per-request timeout (Triton's `timeout` parameter, µs) → 504.
     const late = await postJson(u, {
       inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }],

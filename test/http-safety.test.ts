@@ -43,7 +43,9 @@ test('bound beyond loopback with a token: 401 without or with a wrong token, liv
     assert.equal(none.status, 401);
     assert.equal(none.headers.get('www-authenticate'), 'Bearer');
     assert.deepEqual(await none.json(), { error: 'missing or wrong bearer token' });
-    const wrong = await fetch(`${url}/v2`, { headers: { authorization: `Bearer ${TOKEN.replace('a', 'b')}` } });
+    const wrong = await fetch(`${url}/v2`, {
+      headers: { authorization: `Bearer ${TOKEN.replace('a', 'b')}` },
+    });
     assert.equal(wrong.status, 401);
     const metricsNoToken = await fetch(`${url}/metrics`);
     assert.equal(metricsNoToken.status, 401);
@@ -106,7 +108,11 @@ test('body size limit answers 413, declared or streamed', async () => {
         c.close();
       },
     });
-    const chunked = await fetch(`http://127.0.0.1:${port}/echo`, { method: 'POST', body: stream, duplex: 'half' } as RequestInit);
+    const chunked = await fetch(`http://127.0.0.1:${port}/echo`, {
+      method: 'POST',
+      body: stream,
+      duplex: 'half',
+    } as RequestInit);
     assert.equal(chunked.status, 413);
   } finally {
     await server.stop();

@@ -48,8 +48,8 @@ test('metadata is a signature_def with dtypes and -1 for dynamic dims', async ()
   const res = await getJson(`${url}/v1/models/string-echo/metadata`);
   assert.equal(res.status, 200);
   assert.deepEqual(res.body.model_spec, { name: 'string-echo', signature_name: '', version: '1' });
-  const sig = (res.body.metadata as { signature_def: { signature_def: Record<string, unknown> } }).signature_def
-    .signature_def.serving_default as {
+  const sig = (res.body.metadata as { signature_def: { signature_def: Record<string, unknown> } })
+    .signature_def.signature_def.serving_default as {
     inputs: Record<string, unknown>;
     outputs: Record<string, { dtype: string }>;
     method_name: string;
@@ -109,7 +109,12 @@ test('predict errors: unknown model or version 404, bad bodies 400', async () =>
   const cases: unknown[] = [
     {},
     { instances: [[1, 2]] },
-    { instances: [[1, 2, 3], [1, 2]] },
+    {
+      instances: [
+        [1, 2, 3],
+        [1, 2],
+      ],
+    },
     { instances: [[1, 2, 3]], inputs: [[1, 2, 3]] },
     { instances: [{ y: [1, 2, 3] }] },
     { instances: [['a', 'b', 'c']] },

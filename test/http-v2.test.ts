@@ -83,7 +83,9 @@ test('JSON infer: id echoed, nested or flat data, outputs filter', async () => {
   const probs = outputs[1] as { shape: number[]; data: number[] };
   assert.deepEqual(probs.shape, [2, 3]);
   const want = reference.probabilities?.data as Float32Array;
-  probs.data.forEach((v, i) => assert.ok(Math.abs(v - (want[i] as number)) < 1e-5));
+  probs.data.forEach((v, i) => {
+    assert.ok(Math.abs(v - (want[i] as number)) < 1e-5);
+  });
 
   const nested = await postJson(`${url}/v2/models/mlp-classifier/versions/1.0.0/infer`, {
     inputs: [
@@ -135,7 +137,9 @@ test('binary tensor extension: binary inputs, binary_data_output, per-output bin
   const { body, headerLength } = binaryBody(
     {
       id: 'bin',
-      inputs: [{ name: 'features', datatype: 'FP32', shape: [3, 8], parameters: { binary_data_size: blob.length } }],
+      inputs: [
+        { name: 'features', datatype: 'FP32', shape: [3, 8], parameters: { binary_data_size: blob.length } },
+      ],
       parameters: { binary_data_output: true },
     },
     [blob],
@@ -163,8 +167,13 @@ test('binary tensor extension: binary inputs, binary_data_output, per-output bin
   // Per output: probabilities binary, logits JSON.
   const mixed = binaryBody(
     {
-      inputs: [{ name: 'features', datatype: 'FP32', shape: [3, 8], parameters: { binary_data_size: blob.length } }],
-      outputs: [{ name: 'logits', parameters: { binary_data: false } }, { name: 'probabilities', parameters: { binary_data: true } }],
+      inputs: [
+        { name: 'features', datatype: 'FP32', shape: [3, 8], parameters: { binary_data_size: blob.length } },
+      ],
+      outputs: [
+        { name: 'logits', parameters: { binary_data: false } },
+        { name: 'probabilities', parameters: { binary_data: true } },
+      ],
     },
     [blob],
   );
@@ -192,7 +201,9 @@ test('binary tensor extension: binary inputs, binary_data_output, per-output bin
   );
   const strBody = binaryBody(
     {
-      inputs: [{ name: 'text', datatype: 'BYTES', shape: [3], parameters: { binary_data_size: encoded.length } }],
+      inputs: [
+        { name: 'text', datatype: 'BYTES', shape: [3], parameters: { binary_data_size: encoded.length } },
+      ],
       outputs: [{ name: 'echo', parameters: { binary_data: true } }, { name: 'label_id' }],
     },
     [encoded],
@@ -214,12 +225,27 @@ test('binary tensor extension: binary inputs, binary_data_output, per-output bin
 test('bad requests get {"error"} with 400, 404, 405', async () => {
   const infer = `${url}/v2/models/mlp-classifier/infer`;
   const cases: Array<[unknown, RegExp]> = [
-    [{ inputs: [{ name: 'features', datatype: 'FP64', shape: [1, 8], data: new Array(8).fill(0) }] }, /must be FP32/],
-    [{ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 7], data: new Array(7).fill(0) }] }, /shape/],
-    [{ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 8], data: new Array(9).fill(0) }] }, /9 values/],
-    [{ inputs: [{ name: 'other', datatype: 'FP32', shape: [1, 8], data: new Array(8).fill(0) }] }, /no input named other/],
+    [
+      { inputs: [{ name: 'features', datatype: 'FP64', shape: [1, 8], data: new Array(8).fill(0) }] },
+      /must be FP32/,
+    ],
+    [
+      { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 7], data: new Array(7).fill(0) }] },
+      /shape/,
+    ],
+    [
+      { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 8], data: new Array(9).fill(0) }] },
+      /9 values/,
+    ],
+    [
+      { inputs: [{ name: 'other', datatype: 'FP32', shape: [1, 8], data: new Array(8).fill(0) }] },
+      /no input named other/,
+    ],
     [{ inputs: [{ name: 'features', datatype: 'FLOAT', shape: [1, 8], data: [] }] }, /unknown datatype/],
-    [{ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 8], data: new Array(8).fill('x') }] }, /numbers/],
+    [
+      { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 8], data: new Array(8).fill('x') }] },
+      /numbers/,
+    ],
     [
       {
         inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 8], data: new Array(8).fill(0) }],

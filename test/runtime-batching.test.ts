@@ -5,8 +5,8 @@ import type { RequestOutcome } from '../agent/runtime/observer.ts';
 import { WorkerPool } from '../agent/runtime/pool.ts';
 import { ModelRegistry } from '../agent/runtime/registry.ts';
 import { writeBundle } from '../deploy/examples/example-bundles.ts';
-import { isOutpostError } from '../shared/errors.ts';
 import { readBundle } from '../shared/bundle/read.ts';
+import { isOutpostError } from '../shared/errors.ts';
 import { MLP_FEATURES, mlpClassifier } from '../shared/onnx/models.ts';
 import type { Tensor } from '../shared/tensor.ts';
 import { tempDir } from './helpers/tmp.ts';
@@ -29,19 +29,25 @@ after(async () => {
   await pool.stop();
 });
 
-function registry(options: { queueLimit?: number; requestTimeoutMs?: number; batchingEnabled?: boolean } = {}) {
+function registry(
+  options: { queueLimit?: number; requestTimeoutMs?: number; batchingEnabled?: boolean } = {},
+) {
   return new ModelRegistry(pool, log, {
     keepVersions: 1,
     ...options,
     observer: {
       request: (model, version, outcome) => requests.push({ model: `${model}@${version}`, outcome }),
-      execution: (model, version, rows, n) => executions.push({ model: `${model}@${version}`, rows, requests: n }),
+      execution: (model, version, rows, n) =>
+        executions.push({ model: `${model}@${version}`, rows, requests: n }),
     },
   });
 }
 
 /** The MLP under its own name with a given batch policy. */
-async function mlpBundle(name: string, batching: { maxBatchSize: number; maxQueueDelayMs: number } | undefined) {
+async function mlpBundle(
+  name: string,
+  batching: { maxBatchSize: number; maxQueueDelayMs: number } | undefined,
+) {
   const built = await writeBundle(
     mlpClassifier(),
     { name, version: '1.0.0', releaseCounter: 1, ...(batching === undefined ? {} : { batching }) },
@@ -81,7 +87,8 @@ test('requests are joined into batches up to maxBatchSize and split back to thei
     const want = expected((inputs[i] as { data: Float32Array }).data, 1);
     assert.deepEqual(res.outputs.probabilities?.shape, [1, 3]);
     assert.equal(res.outputs.logits, undefined, 'only the requested output');
-    for (let k = 0; k < 3; k++) assert.ok(Math.abs((got[k] as number) - (want[k] as number)) < 1e-5, `request ${i}`);
+    for (let k = 0; k < 3; k++)
+      assert.ok(Math.abs((got[k] as number) - (want[k] as number)) < 1e-5, `request ${i}`);
   });
   await reg.unload('batched', '1.0.0');
 });
@@ -92,7 +99,9 @@ test('requests of several rows batch by rows and keep their own rows', async () 
   executions.length = 0;
   const sizes = [3, 4, 2, 5, 1, 9];
   const inputs = sizes.map((n, i) => ({ n, ...rows(n, 300 + i) }));
-  const results = await Promise.all(inputs.map((r) => reg.infer('multirow', undefined, { features: r.tensor })));
+  const results = await Promise.all(
+    inputs.map((r) => reg.infer('multirow', undefined, { features: r.tensor })),
+  );
   const batches = executions.filter((e) => e.model === 'multirow@1.0.0');
   // 3+4 (the 2 would overflow 8), 2+5+1, then 9 alone: larger than a batch, it runs by itself.
   assert.deepEqual(
@@ -104,7 +113,8 @@ test('requests of several rows batch by rows and keep their own rows', async () 
     assert.deepEqual(res.outputs.probabilities?.shape, [n, 3]);
     const got = res.outputs.probabilities?.data as Float32Array;
     const want = expected(data, n);
-    for (let k = 0; k < want.length; k++) assert.ok(Math.abs((got[k] as number) - (want[k] as number)) < 1e-5);
+    for (let k = 0; k < want.length; k++)
+      assert.ok(Math.abs((got[k] as number) - (want[k] as number)) < 1e-5);
   });
   await reg.unload('multirow', '1.0.0');
 });
@@ -114,7 +124,9 @@ test('batching turned off globally runs every request on its own', async () => {
   const model = await reg.load(await mlpBundle('unbatched', { maxBatchSize: 16, maxQueueDelayMs: 50 }));
   assert.equal(model.batching, undefined);
   executions.length = 0;
-  await Promise.all(Array.from({ length: 10 }, (_, i) => reg.infer('unbatched', undefined, { features: rows(1, i).tensor })));
+  await Promise.all(
+    Array.from({ length: 10 }, (_, i) => reg.infer('unbatched', undefined, { features: rows(1, i).tensor })),
+  );
   const batches = executions.filter((e) => e.model === 'unbatched@1.0.0');
   assert.equal(batches.length, 10);
   assert.ok(batches.every((e) => e.rows === 1));
@@ -156,7 +168,10 @@ test('a request not answered within its timeout fails with TIMEOUT (504) and nev
   const took = Date.now() - started;
   assert.ok(took >= 75 && took < 900, `timed out after ${took} ms`);
   // A shorter per-request timeout wins over the configured one.
-  await assert.rejects(reg.infer('slow', undefined, { features: rows(1, 2).tensor }, undefined, { timeoutMs: 10 }), /within 10 ms/);
+  await assert.rejects(
+    reg.infer('slow', undefined, { features: rows(1, 2).tensor }, undefined, { timeoutMs: 10 }),
+    /within 10 ms/,
+  );
   assert.equal(executions.filter((e) => e.model === 'slow@1.0.0').length, 0, 'expired requests are not run');
   assert.equal(reg.pending('slow@1.0.0'), 0);
   await reg.unload('slow', '1.0.0');
@@ -166,15 +181,16 @@ test('unloading a version first serves what it has queued, without waiting for t
   const reg = registry();
   await reg.load(await mlpBundle('draining', { maxBatchSize: 64, maxQueueDelayMs: 1000 }));
   const started = Date.now();
-  const pending = Array.from({ length: 5 }, (_, i) => reg.infer('draining', undefined, { features: rows(1, i).tensor }));
+  const pending = Array.from({ length: 5 }, (_, i) =>
+    reg.infer('draining', undefined, { features: rows(1, i).tensor }),
+  );
   assert.equal(reg.pending('draining@1.0.0'), 5);
   await reg.unload('draining', '1.0.0');
   const results = await Promise.all(pending);
   assert.equal(results.length, 5);
   assert.ok(Date.now() - started < 900, 'drained without waiting the full delay');
   assert.equal(reg.get('draining', '1.0.0')?.state, 'UNAVAILABLE');
-  await assert.rejects(
-    reg.infer('draining', '1.0.0', { features: rows(1, 9).tensor }),
-    (err: unknown) => isOutpostError(err, 'MODEL_NOT_READY'),
+  await assert.rejects(reg.infer('draining', '1.0.0', { features: rows(1, 9).tensor }), (err: unknown) =>
+    isOutpostError(err, 'MODEL_NOT_READY'),
   );
 });

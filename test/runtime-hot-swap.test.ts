@@ -10,7 +10,12 @@ import { apiAgent, baseUrl } from './helpers/api.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 /** A copy of a bundle as a new version whose model file is garbage (its digest matches, so only loading fails). */
-async function corruptBundle(dir: string, outDir: string, version: string, releaseCounter: number): Promise<string> {
+async function corruptBundle(
+  dir: string,
+  outDir: string,
+  version: string,
+  releaseCounter: number,
+): Promise<string> {
   const manifest = JSON.parse(await readFile(join(dir, 'outpost.bundle.json'), 'utf8'));
   const garbage = Buffer.from('this is not an ONNX model '.repeat(40));
   const { mkdir } = await import('node:fs/promises');
@@ -46,7 +51,11 @@ test('a hot swap under load fails no request; a corrupt version leaves the old o
     let stop = false;
     const worker = async () => {
       while (!stop) {
-        const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+        const res = await fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body,
+        });
         const answer = (await res.json()) as { model_version?: string; error?: string };
         if (res.status !== 200) failures.push(`${res.status} ${answer.error}`);
         else versions.set(answer.model_version ?? '?', (versions.get(answer.model_version ?? '?') ?? 0) + 1);
@@ -62,11 +71,18 @@ test('a hot swap under load fails no request; a corrupt version leaves the old o
     const swapped = await agent.registry.load(await readBundle(v2.dir));
     assert.equal(swapped.state, 'READY');
     assert.equal(agent.registry.current('mlp-classifier')?.version, '2.0.0');
-    assert.equal(agent.registry.get('mlp-classifier', '1.0.0')?.state, 'UNAVAILABLE', 'v1 retired after the swap');
+    assert.equal(
+      agent.registry.get('mlp-classifier', '1.0.0')?.state,
+      'UNAVAILABLE',
+      'v1 retired after the swap',
+    );
     const afterSwap = count();
     await waitForCount(afterSwap + 100);
 
-    await assert.rejects(agent.registry.load(await readBundle(broken)), /loading mlp-classifier@3.0.0 failed/);
+    await assert.rejects(
+      agent.registry.load(await readBundle(broken)),
+      /loading mlp-classifier@3.0.0 failed/,
+    );
     assert.equal(agent.registry.get('mlp-classifier', '3.0.0')?.state, 'FAILED');
     assert.equal(agent.registry.current('mlp-classifier')?.version, '2.0.0', 'v2 keeps serving');
     const afterBroken = count();
@@ -137,7 +153,10 @@ test('version policy: latest N keeps the newest N; pinned versions refuse others
     const manifestPath = join(text.dir, 'outpost.bundle.json');
     const manifest = JSON.parse(await readFile(manifestPath, 'utf8'));
     await writeFile(manifestPath, JSON.stringify({ ...manifest, version: '1.1.0', releaseCounter: 2 }));
-    await assert.rejects(reg.load(await readBundle(text.dir)), /not allowed by the version policy.*specific \[1\.0\.0\]/);
+    await assert.rejects(
+      reg.load(await readBundle(text.dir)),
+      /not allowed by the version policy.*specific \[1\.0\.0\]/,
+    );
     assert.equal(reg.current('string-echo')?.version, '1.0.0');
     assert.deepEqual(reg.policy('mlp-classifier'), { latest: 2 });
   } finally {

@@ -42,7 +42,14 @@ test('/v2/health/live answers promptly while inference saturates the workers', a
     const blob = Buffer.from(window.buffer, window.byteOffset, window.byteLength);
     const { body, headerLength } = binaryBody(
       {
-        inputs: [{ name: 'window', datatype: 'FP32', shape: [64, 64, 3], parameters: { binary_data_size: blob.length } }],
+        inputs: [
+          {
+            name: 'window',
+            datatype: 'FP32',
+            shape: [64, 64, 3],
+            parameters: { binary_data_size: blob.length },
+          },
+        ],
         outputs: [{ name: 'score' }],
       },
       [blob],

@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { InferenceObserver, RequestOutcome } from '../runtime/observer.ts';
 
 export interface MetricsSources {
@@ -6,7 +6,9 @@ export interface MetricsSources {
   versions: () => Array<{ name: string; version: string; state: string; pending: number }>;
 }
 
-const LATENCY_BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+const LATENCY_BUCKETS_S = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+];
 
 /**
  * The agent's Prometheus metrics, on a registry of its own (never prom-client's global one, so
@@ -131,7 +133,8 @@ export class AgentMetrics implements InferenceObserver {
       registers,
       collect() {
         this.reset();
-        for (const v of sources.versions()) this.set({ model: v.name, version: v.version, state: v.state }, 1);
+        for (const v of sources.versions())
+          this.set({ model: v.name, version: v.version, state: v.state }, 1);
       },
     });
   }

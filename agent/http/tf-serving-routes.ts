@@ -143,7 +143,8 @@ function fromColumns(m: ModelVersion, inputs: unknown): Record<string, Tensor> {
   if (named) {
     for (const [name, value] of Object.entries(inputs as Record<string, unknown>)) {
       const meta = m.inputs.find((i) => i.name === name);
-      if (meta === undefined) throw new OutpostError('INVALID_INPUT', `model ${m.key} has no input named ${name}`);
+      if (meta === undefined)
+        throw new OutpostError('INVALID_INPUT', `model ${m.key} has no input named ${name}`);
       const { shape, leaves } = shapeAndLeaves(value, name);
       out[name] = toTensor(meta, shape, leaves);
     }
@@ -173,14 +174,18 @@ export function registerTfServing(router: Router, deps: TfDeps): void {
       ? registry.versions(model).find((v) => v.releaseCounter === Number(version))
       : undefined;
     if (m === undefined)
-      throw new OutpostError('MODEL_NOT_FOUND', `Servable not found for request: Specific(${model}, ${version})`);
+      throw new OutpostError(
+        'MODEL_NOT_FOUND',
+        `Servable not found for request: Specific(${model}, ${version})`,
+      );
     return m;
   };
 
   const status = (ctx: Context) => {
     const { model = '', version } = ctx.params;
     const list = version === undefined ? registry.versions(model) : [find(ctx)];
-    if (list.length === 0) throw new OutpostError('MODEL_NOT_FOUND', `Could not find any versions of model ${model}`);
+    if (list.length === 0)
+      throw new OutpostError('MODEL_NOT_FOUND', `Could not find any versions of model ${model}`);
     sendJson(ctx.res, 200, {
       model_version_status: list.map((v) => ({
         version: String(v.releaseCounter),
@@ -235,7 +240,10 @@ export function registerTfServing(router: Router, deps: TfDeps): void {
       throw new OutpostError('INVALID_INPUT', `model ${m.name} has no signature ${String(sig)}`);
     const hasInstances = body.instances !== undefined;
     if (hasInstances === (body.inputs !== undefined))
-      throw new OutpostError('BAD_REQUEST', 'give exactly one of "instances" (row format) or "inputs" (columnar)');
+      throw new OutpostError(
+        'BAD_REQUEST',
+        'give exactly one of "instances" (row format) or "inputs" (columnar)',
+      );
     let inputs: Record<string, Tensor>;
     if (hasInstances) {
       if (!Array.isArray(body.instances)) throw new OutpostError('BAD_REQUEST', '"instances" must be a list');
@@ -244,7 +252,11 @@ export function registerTfServing(router: Router, deps: TfDeps): void {
       inputs = fromColumns(m, body.inputs);
     }
     // Unversioned requests resolve again at queue time so a hot swap cannot fail them.
-    const result = await registry.infer(m.name, ctx.params.version === undefined ? undefined : m.version, inputs);
+    const result = await registry.infer(
+      m.name,
+      ctx.params.version === undefined ? undefined : m.version,
+      inputs,
+    );
     const names = result.model.outputs.map((o) => o.name).filter((n) => result.outputs[n] !== undefined);
     if (hasInstances) {
       const rows = (inputs[m.inputs[0]?.name ?? ''] as Tensor).shape[0] ?? 0;

@@ -75,7 +75,8 @@ export function parseInferRequest(body: Buffer, headerLength: string | string[] 
   const inputs: Record<string, Tensor> = {};
   let offset = 0;
   for (const t of request.inputs as V2JsonTensor[]) {
-    if (typeof t !== 'object' || t === null) throw new OutpostError('INVALID_INPUT', 'an input is not an object');
+    if (typeof t !== 'object' || t === null)
+      throw new OutpostError('INVALID_INPUT', 'an input is not an object');
     if (typeof t.name === 'string' && inputs[t.name] !== undefined)
       throw new OutpostError('INVALID_INPUT', `input ${t.name} is given twice`);
     const size = isParams(t.parameters) ? t.parameters.binary_data_size : undefined;

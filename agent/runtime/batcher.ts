@@ -48,7 +48,8 @@ function rowsOf(feeds: Record<string, Tensor>): { rows: number; shapeKey: string
   for (const name of Object.keys(feeds).sort()) {
     const t = feeds[name] as Tensor;
     const first = t.shape[0] ?? 1;
-    if (rows !== undefined && rows !== first) return { rows: first, shapeKey: `unbatchable:${Math.random()}` };
+    if (rows !== undefined && rows !== first)
+      return { rows: first, shapeKey: `unbatchable:${Math.random()}` };
     rows = first;
     parts.push(`${name}:${t.datatype}:${t.shape.slice(1).join('x')}`);
   }
@@ -84,7 +85,8 @@ export class VersionScheduler {
   }
 
   submit(feeds: Record<string, Tensor>, outputs?: string[], timeoutMs?: number): Promise<ScheduledResult> {
-    if (this.draining) return Promise.reject(new OutpostError('MODEL_NOT_READY', `${this.o.key} is unloading`));
+    if (this.draining)
+      return Promise.reject(new OutpostError('MODEL_NOT_READY', `${this.o.key} is unloading`));
     if (this.pending >= this.o.queueLimit) {
       return Promise.reject(
         new OutpostError('QUEUE_FULL', `${this.o.key} has ${this.pending} requests waiting; try again later`),

@@ -214,7 +214,9 @@ export class WorkerPool {
   /** Sessions open now and created/released over the workers' lifetime, summed over the pool. */
   async sessionStats(): Promise<{ sessions: number; created: number; released: number }> {
     const total = { sessions: 0, created: 0, released: 0 };
-    const replies = await Promise.all(this.workers.filter((w) => w.alive).map((w) => w.request({ op: 'stats' })));
+    const replies = await Promise.all(
+      this.workers.filter((w) => w.alive).map((w) => w.request({ op: 'stats' })),
+    );
     for (const r of replies) {
       if (r.op !== 'stats') continue;
       total.sessions += r.sessions;

@@ -52,7 +52,15 @@ export function splitBinaryAnswer(
   raw: Buffer,
   headerLength: number,
 ): {
-  header: { outputs: Array<{ name: string; datatype: string; shape: number[]; data?: unknown[]; parameters?: { binary_data_size?: number } }> } & Record<string, unknown>;
+  header: {
+    outputs: Array<{
+      name: string;
+      datatype: string;
+      shape: number[];
+      data?: unknown[];
+      parameters?: { binary_data_size?: number };
+    }>;
+  } & Record<string, unknown>;
   blobs: Map<string, Buffer>;
 } {
   const header = JSON.parse(raw.subarray(0, headerLength).toString('utf8'));
