@@ -89,7 +89,7 @@ test('GET /metrics: Triton counters per model and version, batching visible, fai
   assert.equal(globalRegister.getSingleMetric('nv_inference_count'), undefined);
 });
 
-test('a 429 counts as a REJECTED failure', async () => {
+test('a full queue answers 429 and counts REJECTED failures; a request timeout answers 504', async () => {
   const dir = tempDir('metrics-429');
   const small = await apiAgent([(await exampleBundles.linear(dir)).dir], {
     runtime: {

@@ -42,6 +42,8 @@ interface Item {
   reject: (e: Error) => void;
 }
 
+const loners = 0;
+
 function rowsOf(feeds: Record<string, Tensor>): { rows: number; shapeKey: string } {
   let rows: number | undefined;
   const parts: string[] = [];
