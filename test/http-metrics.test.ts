@@ -95,7 +95,7 @@ test('a full queue answers 429 and counts REJECTED failures; a request timeout a
     runtime: {
       workers: 1,
       queueLimit: 2,
-      batching: { defaultMaxBatchSize: 64, defaultMaxQueueDelayMs: 300 },
+      batching: { defaultMaxBatchSize: 64, defaultMaxQueueDelayMs: 1000 },
     },
   });
   try {

@@ -69,11 +69,12 @@ function expected(data: Float32Array, n: number): Float32Array {
 
 test('requests are joined into batches up to maxBatchSize and split back to their senders', async () => {
   const reg = registry();
-  const model = await reg.load(await mlpBundle('batched', { maxBatchSize: 16, maxQueueDelayMs: 50 }));
-  assert.deepEqual(model.batching, { maxBatchSize: 16, maxQueueDelayMs: 50 });
+  const model = await reg.load(await mlpBundle('batched', { maxBatchSize: 16, maxQueueDelayMs: 400 }));
+  assert.deepEqual(model.batching, { maxBatchSize: 16, maxQueueDelayMs: 400 });
   executions.length = 0;
   // 40 one-row requests queued in the same tick: a full batch of 16 leaves at once, the next 16
-  // fill while it runs, and the last 8 leave when the oldest has waited 50 ms.
+  // fill while it runs, and the last 8 leave when the oldest has waited 400 ms. (The delay is
+  // long so that a busy test machine pausing this thread cannot age the queue mid-loop.)
   const inputs = Array.from({ length: 40 }, (_, i) => rows(1, 100 + i));
   const results = await Promise.all(
     inputs.map((r) => reg.infer('batched', undefined, { features: r.tensor }, ['probabilities'])),
@@ -95,7 +96,7 @@ test('requests are joined into batches up to maxBatchSize and split back to thei
 
 test('requests of several rows batch by rows and keep their own rows', async () => {
   const reg = registry();
-  await reg.load(await mlpBundle('multirow', { maxBatchSize: 8, maxQueueDelayMs: 20 }));
+  await reg.load(await mlpBundle('multirow', { maxBatchSize: 8, maxQueueDelayMs: 300 }));
   executions.length = 0;
   const sizes = [3, 4, 2, 5, 1, 9];
   const inputs = sizes.map((n, i) => ({ n, ...rows(n, 300 + i) }));

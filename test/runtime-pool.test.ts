@@ -38,13 +38,16 @@ test('workers take session options, tensors are transferred both ways, bad model
     assert.equal(probs.buffer.byteLength, probs.byteLength, 'each output owns its buffer');
     const want = mlpClassifier().reference({ features: { type: 'float', data, dims: [4, 8] } }).probabilities
       ?.data as Float32Array;
-    for (let i = 0; i < want.length; i++) assert.ok(Math.abs((probs[i] as number) - (want[i] as number)) < 1e-5);
+    for (let i = 0; i < want.length; i++)
+      assert.ok(Math.abs((probs[i] as number) - (want[i] as number)) < 1e-5);
     assert.ok(result.computeUs >= 0);
     assert.deepEqual(await pool.sessionStats(), { sessions: 2, created: 2, released: 0 });
 
     const garbage = join(dir, 'garbage.onnx');
     await writeFile(garbage, 'not a model');
-    await assert.rejects(pool.load('bad@1', garbage), (err: unknown) => isOutpostError(err, 'MODEL_LOAD_FAILED'));
+    await assert.rejects(pool.load('bad@1', garbage), (err: unknown) =>
+      isOutpostError(err, 'MODEL_LOAD_FAILED'),
+    );
     await assert.rejects(
       pool.run('bad@1', { features: { datatype: 'FP32', shape: [1, 8], data: new Float32Array(8) } }),
       (err: unknown) => isOutpostError(err, 'MODEL_NOT_READY'),
