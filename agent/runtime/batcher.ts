@@ -42,7 +42,8 @@ interface Item {
   reject: (e: Error) => void;
 }
 
-const loners = 0;
+/** Numbers the requests that can only run alone, to give each a batch key of its own. */
+let loners = 0;
 
 function rowsOf(feeds: Record<string, Tensor>): { rows: number; shapeKey: string } {
   let rows: number | undefined;
@@ -50,8 +51,8 @@ function rowsOf(feeds: Record<string, Tensor>): { rows: number; shapeKey: string
   for (const name of Object.keys(feeds).sort()) {
     const t = feeds[name] as Tensor;
     const first = t.shape[0] ?? 1;
-    if (rows !== undefined && rows !== first)
-      return { rows: first, shapeKey: `unbatchable:${Math.random()}` };
+    // Inputs that disagree on their row count cannot be joined with anything.
+    if (rows !== undefined && rows !== first) return { rows: first, shapeKey: `alone:${++loners}` };
     rows = first;
     parts.push(`${name}:${t.datatype}:${t.shape.slice(1).join('x')}`);
   }
