@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
+import { loadConfig } from '../agent/config.ts';
 import { WorkerPool } from '../agent/runtime/pool.ts';
 import { exampleBundles } from '../deploy/examples/example-bundles.ts';
 import { isOutpostError } from '../shared/errors.ts';
@@ -10,6 +12,13 @@ import { mlpClassifier } from '../shared/onnx/models.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const log = pino({ level: 'silent' });
+
+test('the pool defaults to one worker per CPU core', () => {
+  assert.equal(WorkerPool.defaultSize(0), availableParallelism());
+  assert.equal(WorkerPool.defaultSize(3), 3);
+  const config = loadConfig({ overrides: { dataDir: tempDir('pool-cfg') } });
+  assert.equal(config.runtime.workers, 0, 'the config default means one per core');
+});
 
 test('workers take session options, tensors are transferred both ways, bad models fail to load cleanly', async () => {
   const dir = tempDir('pool');
