@@ -39,6 +39,21 @@ test('model status lists versions (release counters) with their state', async ()
   await agent.registry.unload('mlp-classifier', '1.0.0');
   const after = await getJson(`${url}/v1/models/mlp-classifier/versions/1`);
   assert.equal((after.body.model_version_status as Array<{ state: string }>)[0]?.state, 'END');
+  // An unloaded version asked for by name is there but not servable: 503 with Retry-After.
+  const stale = await postJson(`${url}/v2/models/mlp-classifier/versions/1.0.0/infer`, {
+    inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 8], data: new Array(8).fill(0.5) }],
+  });
+  assert.equal(stale.status, 503);
+  assert.equal(stale.headers.get('retry-after'), '1');
+  assert.match(stale.body.error ?? '', /UNAVAILABLE/);
+  assert.equal(
+    (
+      await postJson(`${url}/v1/models/mlp-classifier/versions/1:predict`, {
+        instances: [[0, 0, 0, 0, 0, 0, 0, 0]],
+      })
+    ).status,
+    503,
+  );
   assert.equal((await getJson(`${url}/v1/models/nope`)).status, 404);
   assert.equal((await getJson(`${url}/v1/models/mlp-classifier/versions/7`)).status, 404);
   assert.equal((await getJson(`${url}/v1/models/mlp-classifier/versions/1.0.0`)).status, 404);

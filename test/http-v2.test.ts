@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Agent } from '../agent/main.ts';
-import { exampleBundles } from '../deploy/examples/example-bundles.ts';
-import { MLP_LABELS, mlpClassifier, stringEcho } from '../shared/onnx/models.ts';
+import { exampleBundles, writeBundle } from '../deploy/examples/example-bundles.ts';
+import { readBundle } from '../shared/bundle/read.ts';
+import { GraphBuilder } from '../shared/onnx/builder.ts';
+import { type ExampleModel, MLP_LABELS, mlpClassifier, stringEcho } from '../shared/onnx/models.ts';
 import { apiAgent, baseUrl, binaryBody, getJson, postJson, splitBinaryAnswer } from './helpers/api.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -285,4 +287,46 @@ test('repository index lists models with version and state', async () => {
   ]);
   const empty = await fetch(`${url}/v2/repository/index`, { method: 'POST' });
   assert.equal(empty.status, 200);
+});
+
+/** x [n] → y [2, n/2]: onnxruntime fails at run time when n is odd. */
+function pairsModel(): ExampleModel {
+  const g = new GraphBuilder('pairs')
+    .input('x', 'float', ['n'])
+    .output('y', 'float', [2, 'half'])
+    .initializer('shape', BigInt64Array.of(2n, -1n), [2])
+    .node('Reshape', ['x', 'shape'], ['y']);
+  return {
+    name: 'pairs',
+    description: 'reshapes x into two rows',
+    bytes: g.toBytes(),
+    inputs: g.inputs,
+    outputs: g.outputs,
+    reference: (feeds) => ({
+      y: { ...(feeds.x as { type: 'float'; data: Float32Array; dims: number[] }), dims: [2, 1] },
+    }),
+    sample: () => ({ x: { type: 'float', data: Float32Array.of(1, 2), dims: [2] } }),
+  };
+}
+
+test('a failure inside onnxruntime answers 500 with its message and counts as BACKEND', async () => {
+  const built = await writeBundle(
+    pairsModel(),
+    { name: 'pairs', version: '1.0.0', releaseCounter: 1 },
+    tempDir('pairs'),
+  );
+  await agent.registry.load(await readBundle(built.dir));
+  const ok = await postJson(`${url}/v2/models/pairs/infer`, {
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [4], data: [1, 2, 3, 4] }],
+  });
+  assert.equal(ok.status, 200, ok.body.error);
+  assert.deepEqual((ok.body.outputs as Array<{ shape: number[] }>)[0]?.shape, [2, 2]);
+  const odd = await postJson(`${url}/v2/models/pairs/infer`, {
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [3], data: [1, 2, 3] }],
+  });
+  assert.equal(odd.status, 500);
+  assert.match(odd.body.error ?? '', /reshape|Reshape|shape/);
+  const metrics = await (await fetch(`${url}/metrics`)).text();
+  assert.match(metrics, /nv_inference_request_failure\{model="pairs",version="1\.0\.0",reason="BACKEND"\} 1/);
+  await agent.registry.unload('pairs', '1.0.0');
 });
