@@ -106,6 +106,26 @@ export const configSchema = z
         requestTimeoutMs: duration.default(10_000),
         /** Versions kept loaded per model: the newest N. */
         keepVersions: z.number().int().min(1).max(16).default(1),
+        /** Per model name: `{latest: N}` or `{specific: ["1.2.0", …]}` (pinned), instead of keepVersions. */
+        versionPolicy: z
+          .record(
+            z.string(),
+            z.union([
+              z.object({ latest: z.number().int().min(1).max(16) }).strict(),
+              z.object({ specific: z.array(z.string().min(1)).min(1) }).strict(),
+            ]),
+          )
+          .default({}),
+        batching: z
+          .object({
+            /** Off: no model batches, whatever its manifest says. */
+            enabled: z.boolean().default(true),
+            /** For models with a dynamic first dimension and no `batching` in their manifest; 0 leaves them unbatched. */
+            defaultMaxBatchSize: z.number().int().min(0).max(1024).default(0),
+            defaultMaxQueueDelayMs: z.number().min(0).max(1000).default(1),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),

@@ -5,8 +5,10 @@ import { EnvelopeFactory } from '../shared/envelope.ts';
 import { OUTPOST_VERSION } from '../shared/version.ts';
 import { CommandDispatcher } from './commands.ts';
 import { type AgentConfig, dataPath } from './config.ts';
+import { AgentMetrics } from './http/metrics.ts';
 import { Router } from './http/router.ts';
 import { HttpServer, sendJson } from './http/server.ts';
+import { registerTfServing } from './http/tf-serving-routes.ts';
 import { registerV2 } from './http/v2-routes.ts';
 import { createLogger, type Logger } from './log.ts';
 import { Outbox } from './outbox/outbox.ts';
@@ -102,7 +104,26 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     },
     log.child({ component: 'runtime' }),
   );
-  const registry = new ModelRegistry(pool, log.child({ component: 'registry' }), config.runtime.keepVersions);
+  // Read at scrape time only, after the registry below exists.
+  const metrics: AgentMetrics = new AgentMetrics({
+    versions: () =>
+      registry
+        .all()
+        .map((m) => ({ name: m.name, version: m.version, state: m.state, pending: registry.pending(m.key) })),
+  });
+  const { batching } = config.runtime;
+  const registry: ModelRegistry = new ModelRegistry(pool, log.child({ component: 'registry' }), {
+    keepVersions: config.runtime.keepVersions,
+    versionPolicy: config.runtime.versionPolicy,
+    queueLimit: config.runtime.queueLimit,
+    requestTimeoutMs: config.runtime.requestTimeoutMs,
+    batchingEnabled: batching.enabled,
+    defaultBatching:
+      batching.defaultMaxBatchSize > 1
+        ? { maxBatchSize: batching.defaultMaxBatchSize, maxQueueDelayMs: batching.defaultMaxQueueDelayMs }
+        : undefined,
+    observer: metrics,
+  });
   const publisher = new Publisher(config.deviceId, envelopes, outbox);
   const storage = new StorageBudget({
     dataDir: config.dataDir,
@@ -229,12 +250,19 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
 
   const router = new Router();
   registerV2(router, { registry, agentVersion: OUTPOST_VERSION, ready: () => state === 'running' });
+  registerTfServing(router, { registry });
   router.get('/v1/agent/status', ({ res }) => sendJson(res, 200, status()));
+  router.get('/metrics', async ({ res }) => {
+    const { contentType, body } = await metrics.render();
+    res.writeHead(200, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  });
   const http = config.http.enabled
     ? new HttpServer(router, {
         ...config.http,
         log: log.child({ component: 'http' }),
         public: ['/v2/health/live'],
+        onResponse: (method, route, code, seconds) => metrics.http(method, route, code, seconds),
       })
     : undefined;
 
@@ -259,6 +287,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     async start() {
       log.info({ deviceId: config.deviceId, bootId, version: OUTPOST_VERSION }, 'agent starting');
       outbox.start();
+      metrics.start();
       pool.start();
       const installed = (await updater?.prepareBoot()) ?? [];
       for (const dir of [...config.models.bundles, ...installed]) {
@@ -287,6 +316,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       await http?.stop();
       step('intake stopped');
       await pipelines.stop();
+      registry.stop();
       await pool.stop();
       step('inference drained');
       outbox.flush();

@@ -135,3 +135,94 @@ export function toJsonArray(data: TensorData): Array<number | string | boolean> 
   }
   return Array.from(data as ArrayLike<number>);
 }
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** IEEE 754 binary32 → binary16 bits, rounding to nearest even (FP16 travels as Uint16 bit patterns). */
+export function floatToHalf(value: number): number {
+  f32[0] = value;
+  const x = u32[0] as number;
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let half = mant >>> shift;
+    const rest = mant & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    if (rest > mid || (rest === mid && (half & 1) === 1)) half++;
+    return sign | half;
+  }
+  let half = (e << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  // A carry out of the mantissa rolls into the exponent, up to infinity: that is correct rounding.
+  if (rest > 0x1000 || (rest === 0x1000 && (half & 1) === 1)) half++;
+  return sign | half;
+}
+
+/** binary16 bits → number. */
+export function halfToFloat(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exp = (bits >>> 10) & 0x1f;
+  const mant = bits & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 0x1f) return mant === 0 ? sign * Number.POSITIVE_INFINITY : Number.NaN;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}
+
+/** The values of a tensor as JSON scalars in the V2/TF sense: FP16 decoded, BOOL as booleans. */
+export function tensorValues(t: Tensor): Array<number | string | boolean> {
+  if (t.datatype === 'FP16') return Array.from(t.data as Uint16Array, halfToFloat);
+  if (t.datatype === 'BOOL') return Array.from(t.data as Uint8Array, (v) => v !== 0);
+  return toJsonArray(t.data);
+}
+
+/** Row-major flat values → nested lists of the given shape (TF Serving answers nested). */
+export function nest<T>(flat: readonly T[], shape: readonly number[]): unknown {
+  if (shape.length === 0) return flat[0];
+  const build = (offset: number, dim: number): unknown => {
+    const size = shape[dim] as number;
+    if (dim === shape.length - 1) return flat.slice(offset, offset + size);
+    const stride = elementCount(shape.slice(dim + 1));
+    const out: unknown[] = [];
+    for (let i = 0; i < size; i++) out.push(build(offset + i * stride, dim + 1));
+    return out;
+  };
+  return build(0, 0);
+}
+
+/** Joins tensors along the first dimension into one fresh buffer (dynamic batching). */
+export function concatRows(parts: readonly Tensor[]): Tensor {
+  const first = parts[0];
+  if (first === undefined) throw new Error('concatRows needs at least one tensor');
+  const rows = parts.reduce((n, t) => n + (t.shape[0] ?? 0), 0);
+  const shape = [rows, ...first.shape.slice(1)];
+  const total = parts.reduce((n, t) => n + t.data.length, 0);
+  const data = allocate(first.datatype, total);
+  let offset = 0;
+  for (const t of parts) {
+    if (Array.isArray(data)) {
+      const src = t.data as string[];
+      for (let i = 0; i < src.length; i++) data[offset + i] = src[i] as string;
+    } else {
+      (data as Float32Array).set(t.data as Float32Array, offset);
+    }
+    offset += t.data.length;
+  }
+  return { datatype: first.datatype, shape, data };
+}
+
+/** The rows [start, start+count) of a tensor; typed arrays are views, not copies. */
+export function sliceRows(t: Tensor, start: number, count: number): Tensor {
+  const rowSize = elementCount(t.shape.slice(1));
+  const from = start * rowSize;
+  const to = from + count * rowSize;
+  const data = Array.isArray(t.data) ? t.data.slice(from, to) : t.data.subarray(from, to);
+  return { datatype: t.datatype, shape: [count, ...t.shape.slice(1)], data: data as TensorData };
+}

@@ -15,6 +15,7 @@ export type Handler = (ctx: Context) => Promise<void> | void;
 
 interface Route {
   method: string;
+  path: string;
   parts: string[];
   handler: Handler;
 }
@@ -28,7 +29,7 @@ export class Router {
   private readonly routes: Route[] = [];
 
   on(method: string, path: string, handler: Handler): this {
-    this.routes.push({ method, parts: path.split('/').filter((p) => p !== ''), handler });
+    this.routes.push({ method, path, parts: path.split('/').filter((p) => p !== ''), handler });
     return this;
   }
 
@@ -41,14 +42,17 @@ export class Router {
   }
 
   /** Finds the handler; `allowed` lists methods that would match the path when none does. */
-  match(method: string, pathname: string): { handler: Handler; params: Params } | { allowed: string[] } {
+  match(
+    method: string,
+    pathname: string,
+  ): { handler: Handler; params: Params; route: string } | { allowed: string[] } {
     const segments = pathname.split('/').filter((p) => p !== '');
     const allowed: string[] = [];
     for (const route of this.routes) {
       const params = matchParts(route.parts, segments);
       if (params === undefined) continue;
       if (route.method === method || (method === 'HEAD' && route.method === 'GET'))
-        return { handler: route.handler, params };
+        return { handler: route.handler, params, route: route.path };
       allowed.push(route.method);
     }
     return { allowed };
@@ -78,9 +82,7 @@ function matchParts(parts: string[], segments: string[]): Params | undefined {
     const prefix = part.slice(0, open);
     if (!seg.startsWith(prefix) || !seg.endsWith(suffix)) return undefined;
     const value = seg.slice(prefix.length, seg.length - suffix.length);
-    if (value === '' || (suffix === '' && value.includes(':') && parts.some((p) => p.includes('}:')))) {
-      if (value === '') return undefined;
-    }
+    if (value === '') return undefined;
     params[name] = value;
   }
   return params;

@@ -1,7 +1,9 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { errorMessage, isOutpostError, OutpostError } from '../../shared/errors.ts';
+import { isLoopback } from '../config.ts';
 import type { Logger } from '../log.ts';
 import type { Context, Router } from './router.ts';
 
@@ -16,6 +18,8 @@ export interface HttpOptions {
   log: Logger;
   /** Paths answered without a token even when one is set (liveness probes). */
   public?: readonly string[];
+  /** Called once per answered request with the matched route pattern (metrics). */
+  onResponse?: (method: string, route: string, status: number, seconds: number) => void;
 }
 
 export function sendJson(
@@ -94,11 +98,22 @@ export class HttpServer {
 
   async start(): Promise<number> {
     const o = this.options;
+    // The config refuses this too; the server checks again so no other path can open it unguarded.
+    if (!isLoopback(o.host) && (o.token === undefined || o.token === '')) {
+      throw new OutpostError(
+        'CONFIG_INVALID',
+        `refusing to serve the local API on ${o.host} without a bearer token (http.token)`,
+      );
+    }
+    const timeouts = [o.headersTimeoutMs, o.requestTimeoutMs].filter((t) => t > 0);
     const server = createServer(
       {
         headersTimeout: o.headersTimeoutMs,
         requestTimeout: o.requestTimeoutMs,
         keepAliveTimeout: o.keepAliveTimeoutMs,
+        // Node checks header and request deadlines on this interval (30 s by default), so a
+        // slow client would otherwise hold its socket far past the configured timeouts.
+        connectionsCheckingInterval: Math.max(50, Math.min(1_000, ...timeouts.map((t) => t / 4))),
       },
       (req, res) => {
         void this.handle(req, res);
@@ -127,6 +142,18 @@ export class HttpServer {
     this.counters.requests++;
     const url = new URL(req.url ?? '/', 'http://localhost');
     const o = this.options;
+    const started = performance.now();
+    let route = 'unmatched';
+    if (o.onResponse !== undefined) {
+      const report = o.onResponse;
+      res.once('finish', () => {
+        try {
+          report(req.method ?? 'GET', route, res.statusCode, (performance.now() - started) / 1000);
+        } catch {
+          // Metrics must never break an answer.
+        }
+      });
+    }
     if (
       o.token !== undefined &&
       !(o.public ?? []).includes(url.pathname) &&
@@ -145,6 +172,7 @@ export class HttpServer {
       else sendError(res, 404, `no route for ${req.method} ${url.pathname}`);
       return;
     }
+    route = found.route;
     const ctx: Context = { req, res, params: found.params, url, body: () => readBody(req, o.bodyLimitBytes) };
     try {
       await found.handler(ctx);

@@ -211,6 +211,21 @@ export class WorkerPool {
     return { outputs: reply.outputs, computeUs: reply.computeUs };
   }
 
+  /** Sessions open now and created/released over the workers' lifetime, summed over the pool. */
+  async sessionStats(): Promise<{ sessions: number; created: number; released: number }> {
+    const total = { sessions: 0, created: 0, released: 0 };
+    const replies = await Promise.all(
+      this.workers.filter((w) => w.alive).map((w) => w.request({ op: 'stats' })),
+    );
+    for (const r of replies) {
+      if (r.op !== 'stats') continue;
+      total.sessions += r.sessions;
+      total.created += r.created;
+      total.released += r.released;
+    }
+    return total;
+  }
+
   /** Requests in flight across the pool. */
   get outstanding(): number {
     return this.workers.reduce((n, w) => n + w.outstanding, 0);

@@ -26,10 +26,12 @@ export interface IoMetadata {
 export type ToWorker =
   | { op: 'load'; id: number; key: string; path: string; options: SessionOptionsWire }
   | { op: 'unload'; id: number; key: string }
+  | { op: 'stats'; id: number }
   | { op: 'run'; id: number; key: string; feeds: Record<string, WireTensor>; outputs?: string[] };
 
 export type FromWorker =
   | { op: 'loaded'; id: number; inputs: IoMetadata[]; outputs: IoMetadata[] }
   | { op: 'unloaded'; id: number }
+  | { op: 'stats'; id: number; sessions: number; created: number; released: number }
   | { op: 'result'; id: number; outputs: Record<string, WireTensor>; computeUs: number }
   | { op: 'error'; id: number; message: string; code?: string };

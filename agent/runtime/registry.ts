@@ -1,11 +1,16 @@
 import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import type { Bundle } from '../../shared/bundle/read.ts';
 import type { ModelRef } from '../../shared/envelope.ts';
-import { OutpostError } from '../../shared/errors.ts';
-import { allocate, elementCount, type Tensor } from '../../shared/tensor.ts';
+import { isOutpostError, OutpostError } from '../../shared/errors.ts';
+import { allocate, type Tensor } from '../../shared/tensor.ts';
 import type { Logger } from '../log.ts';
+import { type BatchPolicy, VersionScheduler } from './batcher.ts';
+import { checkInputs } from './check-inputs.ts';
+import type { FailureReason, InferenceObserver } from './observer.ts';
 import type { WorkerPool } from './pool.ts';
-import type { IoMetadata, WireTensor } from './protocol.ts';
+import type { IoMetadata } from './protocol.ts';
+import { admits, describePolicy, toRetire, type VersionPolicy } from './version-policy.ts';
 
 export type VersionState = 'LOADING' | 'READY' | 'UNLOADING' | 'UNAVAILABLE' | 'FAILED';
 
@@ -20,6 +25,8 @@ export interface ModelVersion {
   inputs: IoMetadata[];
   outputs: IoMetadata[];
   ref: ModelRef;
+  /** The batch policy in force, when this version batches. */
+  batching?: BatchPolicy | undefined;
   /** Loaded and READY but not yet serving unversioned requests (an update under its sample check). */
   staged?: boolean;
 }
@@ -28,26 +35,64 @@ export interface InferResult {
   model: ModelVersion;
   outputs: Record<string, Tensor>;
   computeUs: number;
+  queueUs: number;
 }
 
 export interface RegistryEvents {
   changed: [name: string];
 }
 
+export interface RegistryOptions {
+  /** The default policy: keep the newest N ready versions. */
+  keepVersions: number;
+  /** Per model name, a policy that replaces the default. */
+  versionPolicy?: Readonly<Record<string, VersionPolicy>>;
+  /** Requests waiting or running per model version before 429. */
+  queueLimit?: number;
+  requestTimeoutMs?: number;
+  /** Off: no model batches, whatever its manifest says (benchmarks compare both). */
+  batchingEnabled?: boolean;
+  /** For batchable models whose manifest has no `batching`; undefined leaves them unbatched. */
+  defaultBatching?: BatchPolicy | undefined;
+  observer?: InferenceObserver | undefined;
+}
+
+/** Unloaded and failed versions remembered per model (for status answers), beyond which they are forgotten. */
+const HISTORY = 8;
+
+function reasonFor(err: unknown): FailureReason {
+  if (isOutpostError(err, 'QUEUE_FULL') || isOutpostError(err, 'TIMEOUT')) return 'REJECTED';
+  if (isOutpostError(err, 'INFERENCE_FAILED') || isOutpostError(err, 'MODEL_NOT_READY')) return 'BACKEND';
+  return 'OTHER';
+}
+
 /**
  * The models the agent serves: several names, several versions each. A new version is loaded
- * next to the serving one and only then made the default, so a swap fails no request; a
- * version that fails to load leaves the old one serving.
+ * next to the serving one and only then made the default; the old one stops taking requests,
+ * finishes what it has queued and running, and only then releases its sessions, so a swap
+ * fails no request. A version that fails to load leaves the old one serving. Sessions live as
+ * long as their version is loaded: never one per request.
  */
 export class ModelRegistry extends EventEmitter<RegistryEvents> {
   private readonly models = new Map<string, Map<string, ModelVersion>>();
+  private readonly schedulers = new Map<string, VersionScheduler>();
+  private readonly o: Required<Omit<RegistryOptions, 'defaultBatching' | 'observer'>> &
+    Pick<RegistryOptions, 'defaultBatching' | 'observer'>;
 
   constructor(
     private readonly pool: WorkerPool,
     private readonly log: Logger,
-    private readonly keepVersions: number,
+    options: number | RegistryOptions,
   ) {
     super();
+    const o = typeof options === 'number' ? { keepVersions: options } : options;
+    this.o = {
+      versionPolicy: {},
+      queueLimit: 1024,
+      requestTimeoutMs: 10_000,
+      batchingEnabled: true,
+      ...o,
+    };
   }
 
   names(): string[] {
@@ -60,6 +105,10 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
 
   all(): ModelVersion[] {
     return this.names().flatMap((n) => this.versions(n));
+  }
+
+  policy(name: string): VersionPolicy {
+    return this.o.versionPolicy[name] ?? { latest: this.o.keepVersions };
   }
 
   /** The version requests without a version go to: the newest READY one that is not staged. */
@@ -75,25 +124,51 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
     return versions.get(version) ?? [...versions.values()].find((v) => String(v.releaseCounter) === version);
   }
 
+  /** Sessions open and created/released so far across the workers (diagnostics; shows sessions are not churned). */
+  sessionStats(): Promise<{ sessions: number; created: number; released: number }> {
+    return this.pool.sessionStats();
+  }
+
+  /** Requests queued or running for a version. */
+  pending(key: string): number {
+    return this.schedulers.get(key)?.pending ?? 0;
+  }
+
+  private batchPolicy(bundle: Bundle, inputs: IoMetadata[], outputs: IoMetadata[]): BatchPolicy | undefined {
+    if (!this.o.batchingEnabled) return undefined;
+    const batchable = [...inputs, ...outputs].every((m) => m.shape.length > 0 && m.shape[0] === -1);
+    if (!batchable) return undefined;
+    const policy = bundle.manifest.batching ?? this.o.defaultBatching;
+    return policy !== undefined && policy.maxBatchSize > 1 ? policy : undefined;
+  }
+
   /**
-   * Loads a bundle's model in every worker, then retires versions beyond the ones kept.
+   * Loads a bundle's model in every worker, then retires the versions the policy no longer keeps.
    * With `staged`, the version loads next to the serving one but does not serve unversioned
    * requests (and retires nothing) until activate().
    */
   async load(bundle: Bundle, options: { staged?: boolean } = {}): Promise<ModelVersion> {
     const { manifest } = bundle;
     const key = `${manifest.name}@${manifest.version}`;
+    const policy = this.policy(manifest.name);
+    if (!admits(policy, manifest.version)) {
+      throw new OutpostError(
+        'CONFLICT',
+        `${key} is not allowed by the version policy of ${manifest.name} (${describePolicy(policy)})`,
+      );
+    }
     let versions = this.models.get(manifest.name);
     if (versions === undefined) {
       versions = new Map();
       this.models.set(manifest.name, versions);
     }
     const existing = versions.get(manifest.version);
-    if (existing?.state === 'READY' || existing?.state === 'LOADING') {
+    if (existing?.state === 'READY' || existing?.state === 'LOADING' || existing?.state === 'UNLOADING') {
       if (existing.bundle.manifest.model.sha256 !== manifest.model.sha256) {
         throw new OutpostError('CONFLICT', `${key} is already loaded with a different model file`);
       }
-      return existing;
+      if (existing.state !== 'UNLOADING') return existing;
+      throw new OutpostError('CONFLICT', `${key} is unloading; load it again once it is unloaded`);
     }
     const entry: ModelVersion = {
       name: manifest.name,
@@ -113,17 +188,33 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
       const meta = await this.pool.load(key, bundle.modelPath);
       entry.inputs = meta.inputs;
       entry.outputs = meta.outputs;
-      entry.state = 'READY';
-      this.log.info({ model: key }, 'model loaded');
     } catch (err) {
       entry.state = 'FAILED';
       entry.reason = err instanceof Error ? err.message : String(err);
-      this.log.error({ model: key, err }, 'model failed to load; previous version keeps serving');
+      this.log.error({ model: key, err }, 'model failed to load; the previous version keeps serving');
+      this.prune(manifest.name);
       this.emit('changed', manifest.name);
       throw err;
     }
+    entry.batching = this.batchPolicy(bundle, entry.inputs, entry.outputs);
+    this.schedulers.set(
+      key,
+      new VersionScheduler({
+        key,
+        run: (k, feeds, outputs) => this.pool.run(k, feeds, outputs),
+        slots: () => this.pool.workerCount,
+        batching: entry.batching,
+        queueLimit: this.o.queueLimit,
+        timeoutMs: this.o.requestTimeoutMs,
+        onExecution: (rows, requests) =>
+          this.o.observer?.execution(entry.name, entry.version, rows, requests),
+      }),
+    );
+    // The switch: from here on, requests without a version go to the newest ready version.
+    entry.state = 'READY';
+    this.log.info({ model: key, batching: entry.batching ?? 'off' }, 'model loaded');
     this.emit('changed', manifest.name);
-    if (entry.staged !== true) await this.retireOld(manifest.name);
+    if (entry.staged !== true) await this.retire(manifest.name);
     return entry;
   }
 
@@ -138,32 +229,54 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
       if (v !== entry && v.state === 'READY' && v.releaseCounter > entry.releaseCounter)
         await this.unload(name, v.version);
     this.emit('changed', name);
-    await this.retireOld(name);
+    await this.retire(name);
   }
 
-  private async retireOld(name: string): Promise<void> {
-    const ready = this.versions(name).filter((v) => v.state === 'READY');
-    for (const old of ready.slice(this.keepVersions)) await this.unload(name, old.version);
+  private async retire(name: string): Promise<void> {
+    // A staged candidate is not counted: it is not serving yet and may still be rejected.
+    const ready = this.versions(name).filter((v) => v.state === 'READY' && v.staged !== true);
+    await Promise.all(toRetire(this.policy(name), ready).map((old) => this.unload(name, old.version)));
   }
 
+  /** Stops new requests to the version, lets queued and running ones finish, then releases its sessions. */
   async unload(name: string, version: string): Promise<void> {
     const entry = this.models.get(name)?.get(version);
     if (entry === undefined)
       throw new OutpostError('MODEL_NOT_FOUND', `model ${name} version ${version} not found`);
+    if (entry.state !== 'READY') return;
     entry.state = 'UNLOADING';
     this.emit('changed', name);
+    const scheduler = this.schedulers.get(entry.key);
+    await scheduler?.drain();
+    this.schedulers.delete(entry.key);
     await this.pool.unload(entry.key);
     entry.state = 'UNAVAILABLE';
+    this.log.info({ model: entry.key }, 'model unloaded');
+    this.prune(name);
     this.emit('changed', name);
   }
 
-  /** Checks inputs against the model (names, datatype, shape, element count) and runs it. */
+  private prune(name: string): void {
+    const versions = this.models.get(name);
+    if (versions === undefined) return;
+    const gone = this.versions(name).filter((v) => v.state === 'UNAVAILABLE' || v.state === 'FAILED');
+    for (const old of gone.slice(HISTORY)) versions.delete(old.version);
+  }
+
+  /**
+   * Checks inputs against the model (names, datatype, shape, element count), queues them on the
+   * version (batching them with others where the model allows) and answers with its outputs.
+   * Resolving the version and entering its queue happen in one synchronous step, so a swap
+   * cannot slip in between.
+   */
   async infer(
     name: string,
     version: string | undefined,
     inputs: Record<string, Tensor>,
     outputs?: string[],
+    options: { timeoutMs?: number } = {},
   ): Promise<InferResult> {
+    const started = performance.now();
     const model = this.get(name, version);
     if (model === undefined) {
       throw new OutpostError(
@@ -171,56 +284,57 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
         version === undefined ? `model ${name} not found` : `model ${name} version ${version} not found`,
       );
     }
-    if (model.state !== 'READY')
-      throw new OutpostError('MODEL_NOT_READY', `model ${model.key} is ${model.state}`);
-    const feeds = checkInputs(model, inputs);
-    if (outputs !== undefined) {
-      for (const o of outputs) {
-        if (!model.outputs.some((m) => m.name === o)) {
-          throw new OutpostError('INVALID_INPUT', `model ${model.key} has no output named ${o}`);
+    const fail = (err: unknown): never => {
+      this.observe(model, {
+        ok: false,
+        reason: reasonFor(err),
+        rows: 0,
+        queueUs: 0,
+        computeUs: 0,
+        totalUs: Math.round((performance.now() - started) * 1000),
+      });
+      throw err;
+    };
+    const scheduler = this.schedulers.get(model.key);
+    if (model.state !== 'READY' || scheduler === undefined)
+      return fail(new OutpostError('MODEL_NOT_READY', `model ${model.key} is ${model.state}`));
+    let promise: ReturnType<VersionScheduler['submit']>;
+    try {
+      const feeds = checkInputs(model, inputs);
+      if (outputs !== undefined) {
+        for (const o of outputs) {
+          if (!model.outputs.some((m) => m.name === o)) {
+            throw new OutpostError('INVALID_INPUT', `model ${model.key} has no output named ${o}`);
+          }
         }
       }
+      promise = scheduler.submit(feeds, outputs, options.timeoutMs);
+    } catch (err) {
+      return fail(err);
     }
-    const result = await this.pool.run(model.key, feeds, outputs);
-    return { model, outputs: result.outputs, computeUs: result.computeUs };
+    const result = await promise.catch(fail);
+    this.observe(model, {
+      ok: true,
+      rows: result.rows,
+      queueUs: result.queueUs,
+      computeUs: result.computeUs,
+      totalUs: Math.round((performance.now() - started) * 1000),
+    });
+    return { model, outputs: result.outputs, computeUs: result.computeUs, queueUs: result.queueUs };
+  }
+
+  private observe(model: ModelVersion, outcome: Parameters<InferenceObserver['request']>[2]): void {
+    try {
+      this.o.observer?.request(model.name, model.version, outcome);
+    } catch (err) {
+      this.log.warn({ err }, 'inference observer failed');
+    }
+  }
+
+  /** Refuses what is still queued; used on shutdown before the workers stop. */
+  stop(): void {
+    for (const s of this.schedulers.values()) s.close(new OutpostError('SHUTTING_DOWN'));
   }
 }
 
-export function checkInputs(model: ModelVersion, inputs: Record<string, Tensor>): Record<string, WireTensor> {
-  const feeds: Record<string, WireTensor> = {};
-  for (const meta of model.inputs) {
-    const t = inputs[meta.name];
-    if (t === undefined) throw new OutpostError('INVALID_INPUT', `input ${meta.name} is missing`);
-    if (t.datatype !== meta.datatype) {
-      throw new OutpostError(
-        'INVALID_INPUT',
-        `input ${meta.name} must be ${meta.datatype}, got ${t.datatype}`,
-      );
-    }
-    if (
-      t.shape.length !== meta.shape.length ||
-      t.shape.some((d, i) => meta.shape[i] !== -1 && meta.shape[i] !== d)
-    ) {
-      throw new OutpostError(
-        'INVALID_INPUT',
-        `input ${meta.name} has shape [${t.shape.join(',')}], model expects [${meta.shape.join(',')}]`,
-      );
-    }
-    const n = elementCount(t.shape);
-    if (t.data.length !== n) {
-      throw new OutpostError(
-        'INVALID_INPUT',
-        `input ${meta.name} has ${t.data.length} elements, shape [${t.shape.join(',')}] needs ${n}`,
-      );
-    }
-    feeds[meta.name] = { datatype: t.datatype, shape: t.shape, data: t.data };
-  }
-  for (const name of Object.keys(inputs)) {
-    if (!model.inputs.some((m) => m.name === name)) {
-      throw new OutpostError('INVALID_INPUT', `model ${model.key} has no input named ${name}`);
-    }
-  }
-  return feeds;
-}
-
-export { allocate };
+export { allocate, checkInputs };

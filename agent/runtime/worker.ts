@@ -10,6 +10,8 @@ import type { FromWorker, IoMetadata, SessionOptionsWire, ToWorker, WireTensor }
  * (microsoft/onnxruntime#25325).
  */
 const sessions = new Map<string, ort.InferenceSession>();
+/** Lifetime counts, so tests and diagnostics can see sessions are not churned. */
+const counts = { created: 0, released: 0 };
 
 function describe(meta: readonly ort.InferenceSession.ValueMetadata[]): IoMetadata[] {
   return meta.map((m) => {
@@ -57,6 +59,7 @@ async function handle(msg: ToWorker): Promise<void> {
         let session = sessions.get(msg.key);
         if (session === undefined) {
           session = await ort.InferenceSession.create(msg.path, sessionOptions(msg.options));
+          counts.created++;
           sessions.set(msg.key, session);
         }
         reply({
@@ -70,8 +73,15 @@ async function handle(msg: ToWorker): Promise<void> {
       case 'unload': {
         const session = sessions.get(msg.key);
         sessions.delete(msg.key);
-        await session?.release();
+        if (session !== undefined) {
+          await session.release();
+          counts.released++;
+        }
         reply({ op: 'unloaded', id: msg.id });
+        return;
+      }
+      case 'stats': {
+        reply({ op: 'stats', id: msg.id, sessions: sessions.size, ...counts });
         return;
       }
       case 'run': {
