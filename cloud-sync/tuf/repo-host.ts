@@ -1,23 +1,32 @@
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeSync } from 'node:fs';
-import { dirname, join, posix } from 'node:path';
-import { Metadata, MetadataKind, MetaFile, type Root, type Signature, Snapshot, type Targets, Timestamp } from '@tufjs/models';
+import { existsSync } from 'node:fs';
+import { readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Metadata, Root, Targets } from '@tufjs/models';
 import type { JSONObject } from '@tufjs/models/dist/utils/types.js';
 import { OutpostError } from '../../shared/errors.ts';
+import {
+  assertSafeTargetPath,
+  buildSnapshot,
+  buildTimestamp,
+  countValidSignatures,
+  directorTargetsForBundle,
+  type DirectorTarget,
+  expiresIn,
+  parseRoot,
+  parseTargets,
+  type SigningKey,
+  signMetadata,
+  TufRepository,
+  targetUrlPath,
+} from '../../shared/tuf/index.ts';
 import type { Logger } from '../log.ts';
-
-/** What the control plane needs of an online key: the shape of shared/tuf's SigningKey. */
-export interface OnlineKey {
-  readonly keyId: string;
-  signer(): (data: Buffer) => Signature;
-  signHex(data: Uint8Array): string;
-}
 
 export interface TufHostOptions {
   /** Holds `metadata/` and `targets/`, laid out so any static server or CDN can mirror it. */
   dir: string;
-  snapshotKey: OnlineKey;
-  timestampKey: OnlineKey;
+  snapshotKey: SigningKey;
+  timestampKey: SigningKey;
   /** How long a freshly signed snapshot / timestamp is valid. */
   snapshotExpiryMs: number;
   timestampExpiryMs: number;
@@ -25,148 +34,62 @@ export interface TufHostOptions {
   now: () => number;
 }
 
-/** A TUF target path: relative, `/`-separated, no `.`/`..`/empty segments, safe characters only. */
-export function isSafeTargetPath(path: string): boolean {
-  if (path.length === 0 || path.length > 512 || path.startsWith('/')) return false;
-  return path.split('/').every((seg) => /^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$/.test(seg) && seg !== '..');
-}
-
-/** Where a consistent-snapshot client fetches a target: `<dir>/<sha256>.<base>`. */
-export function hashedTargetPath(path: string, sha256: string): string {
-  const { dir, base } = posix.parse(path);
-  return dir === '' ? `${sha256}.${base}` : `${dir}/${sha256}.${base}`;
-}
-
-function writeAtomic(path: string, data: Buffer | string): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fd = openSync(tmp, 'w', 0o644);
-  try {
-    writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  const dfd = openSync(dirname(path), 'r');
-  try {
-    fsyncSync(dfd);
-  } finally {
-    closeSync(dfd);
-  }
-}
-
-function serialize(md: Metadata<Root | Targets | Snapshot | Timestamp>): Buffer {
-  return Buffer.from(JSON.stringify(md.toJSON()));
-}
+const DAY = 86_400_000;
 
 /**
- * The TUF repository the control plane hosts. Root and targets arrive signed offline by the
- * operator; snapshot and timestamp are signed here with the online keys, after every accepted
- * targets upload and whenever the timestamp nears expiry. Consistent snapshots: every version
- * of root, targets and snapshot is kept as `N.<role>.json`, targets as `<sha256>.<name>`, so a
- * mirror can serve a repository mid-update without a client ever seeing a mixed set.
+ * The TUF repository the control plane hosts (over shared/tuf's on-disk TufRepository). Root
+ * and targets arrive signed offline by the operator; snapshot and timestamp are signed here
+ * with the online keys after every accepted targets upload and when they near expiry. Every
+ * signature is made against the injected clock, so tests can run a week in a second.
  */
 export class TufHost {
-  private root: Metadata<Root> | undefined;
-  private targets: Metadata<Targets> | undefined;
-  private snapshot: Metadata<Snapshot> | undefined;
-  private timestamp: Metadata<Timestamp> | undefined;
-  private targetsBytes: Buffer | undefined;
+  readonly repo: TufRepository;
 
-  constructor(private readonly options: TufHostOptions) {}
-
-  get metadataDir(): string {
-    return join(this.options.dir, 'metadata');
+  constructor(private readonly options: TufHostOptions) {
+    this.repo = new TufRepository(options.dir);
   }
 
-  get targetsDir(): string {
-    return join(this.options.dir, 'targets');
-  }
-
-  /** Loads the newest of each role from disk and checks the online keys against root. */
-  load(): void {
-    const rawRoot = this.readLatest('root');
-    if (rawRoot === undefined)
+  /** Loads the repository and checks that the online keys are the ones root names. */
+  async load(): Promise<void> {
+    if (!existsSync(join(this.repo.metadataDir, 'root.json')))
       throw new OutpostError(
         'CONFIG_INVALID',
-        `no TUF root in ${this.metadataDir}: put the root.json made by \`outpost keys init\` there`,
+        `no TUF repository in ${this.options.dir}: run \`outpost keys init\` and put its repository there`,
       );
-    this.root = Metadata.fromJSON(MetadataKind.Root, rawRoot);
-    const versioned = join(this.metadataDir, `${this.root.signed.version}.root.json`);
-    // A bare root.json (as `keys init` writes it) also gets its consistent-snapshot name.
-    try {
-      readFileSync(versioned);
-    } catch {
-      writeAtomic(versioned, serialize(this.root));
-    }
-    this.checkOnlineKeys(this.root);
-    const rawTargets = this.readLatest('targets');
-    this.targets = rawTargets === undefined ? undefined : Metadata.fromJSON(MetadataKind.Targets, rawTargets);
-    if (this.targets !== undefined) this.targetsBytes = serialize(this.targets);
-    const rawSnapshot = this.readLatest('snapshot');
-    this.snapshot = rawSnapshot === undefined ? undefined : Metadata.fromJSON(MetadataKind.Snapshot, rawSnapshot);
-    try {
-      const ts = JSON.parse(readFileSync(join(this.metadataDir, 'timestamp.json'), 'utf8')) as JSONObject;
-      this.timestamp = Metadata.fromJSON(MetadataKind.Timestamp, ts);
-    } catch {
-      this.timestamp = undefined;
-    }
-  }
-
-  /** The newest `N.<role>.json` (or a bare `<role>.json`) as raw JSON. */
-  private readLatest(role: string): JSONObject | undefined {
-    mkdirSync(this.metadataDir, { recursive: true });
-    let best = 0;
-    for (const name of readdirSync(this.metadataDir)) {
-      const m = new RegExp(`^(\\d+)\\.${role}\\.json$`).exec(name);
-      if (m !== null) best = Math.max(best, Number(m[1]));
-    }
-    const file = best > 0 ? `${best}.${role}.json` : `${role}.json`;
-    try {
-      return JSON.parse(readFileSync(join(this.metadataDir, file), 'utf8')) as JSONObject;
-    } catch {
-      return undefined;
-    }
-  }
-
-  private checkOnlineKeys(root: Metadata<Root>): void {
+    await this.repo.load();
     for (const [role, key] of [
       ['snapshot', this.options.snapshotKey],
       ['timestamp', this.options.timestampKey],
     ] as const) {
-      const keyIds = root.signed.roles[role]?.keyIDs ?? [];
-      if (!keyIds.includes(key.keyId))
+      if (!(this.repo.root.signed.roles[role]?.keyIDs ?? []).includes(key.keyId))
         throw new OutpostError(
           'CONFIG_INVALID',
-          `the ${role} key ${key.keyId.slice(0, 12)}… is not a ${role} key of root v${root.signed.version}`,
+          `the configured ${role} key ${key.keyId.slice(0, 12)}… is not a ${role} key of root v${this.repo.root.signed.version}`,
         );
     }
-    if (!root.signed.consistentSnapshot)
-      throw new OutpostError('CONFIG_INVALID', 'the TUF root must set consistent_snapshot: true');
+    if (!this.repo.root.signed.consistentSnapshot)
+      throw new OutpostError('CONFIG_INVALID', 'the TUF root must use consistent snapshots');
   }
 
-  status(): { root: number; targets: number; snapshot: number; timestamp: number; timestampExpires?: string } {
+  status(): { root: number; targets: number; snapshot: number; timestamp: number; timestampExpires: string } {
     return {
-      root: this.root?.signed.version ?? 0,
-      targets: this.targets?.signed.version ?? 0,
-      snapshot: this.snapshot?.signed.version ?? 0,
-      timestamp: this.timestamp?.signed.version ?? 0,
-      ...(this.timestamp === undefined ? {} : { timestampExpires: this.timestamp.signed.expires }),
+      root: this.repo.root.signed.version,
+      targets: this.repo.targets.signed.version,
+      snapshot: this.repo.snapshot.signed.version,
+      timestamp: this.repo.timestamp.signed.version,
+      timestampExpires: this.repo.timestamp.signed.expires,
     };
   }
 
-  /** The current targets metadata (the operator's CLI extends it and signs the next version). */
-  currentTargets(): JSONObject | undefined {
-    return this.targets?.toJSON();
+  get root(): Metadata<Root> {
+    return this.repo.root;
   }
 
-  currentRoot(): JSONObject {
-    if (this.root === undefined) throw new OutpostError('INTERNAL', 'TUF host not loaded');
-    return this.root.toJSON();
+  get targets(): Metadata<Targets> {
+    return this.repo.targets;
   }
 
-  /** A target the upload staged, by its sha256, for `acceptTargets` to check against. */
+  /** Where an upload of content with this sha256 is staged until targets metadata names it. */
   stagedPath(sha256: string): string {
     if (!/^[0-9a-f]{64}$/.test(sha256)) throw new OutpostError('BAD_REQUEST', 'not a sha256 hex digest');
     return join(this.options.dir, 'staging', sha256);
@@ -174,165 +97,154 @@ export class TufHost {
 
   /**
    * Accepts targets metadata signed offline: it must meet root's targets threshold, be newer
-   * than what is served, not be expired, and every target it lists must be on disk already
-   * (uploaded before, or staged now) with the declared length and sha256.
+   * than what is served and unexpired, and every new target must have been uploaded with the
+   * declared length and sha256. Then snapshot and timestamp are re-signed online.
    */
-  acceptTargets(raw: unknown): { version: number; added: string[] } {
-    if (this.root === undefined) throw new OutpostError('INTERNAL', 'TUF host not loaded');
+  async acceptTargets(raw: unknown): Promise<{ version: number; added: string[] }> {
     let md: Metadata<Targets>;
     try {
-      md = Metadata.fromJSON(MetadataKind.Targets, raw as JSONObject);
+      md = parseTargets(JSON.stringify(raw));
     } catch (err) {
       throw new OutpostError('BAD_REQUEST', `not TUF targets metadata: ${String(err)}`, { cause: err });
     }
-    try {
-      this.root.verifyDelegate('targets', md);
-    } catch (err) {
-      throw new OutpostError('FORBIDDEN', `targets metadata is not signed by root's targets keys: ${String(err)}`, {
-        cause: err,
-      });
-    }
-    const current = this.targets?.signed.version ?? 0;
+    const { valid, threshold } = countValidSignatures(this.repo.root, 'targets', md);
+    if (valid < threshold)
+      throw new OutpostError('FORBIDDEN', `targets metadata has ${valid} of the ${threshold} targets signatures root requires`);
+    const current = this.repo.targets.signed.version;
     if (md.signed.version <= current)
       throw new OutpostError('CONFLICT', `targets version ${md.signed.version} is not above the served ${current}`);
     if (md.signed.isExpired(new Date(this.options.now())))
       throw new OutpostError('BAD_REQUEST', `targets metadata expired at ${md.signed.expires}`);
     const added: string[] = [];
-    const moves: Array<[string, string]> = [];
-    for (const [path, target] of Object.entries(md.signed.targets)) {
-      if (!isSafeTargetPath(path)) throw new OutpostError('BAD_REQUEST', `unsafe target path ${JSON.stringify(path)}`);
+    const staged: string[] = [];
+    for (const target of Object.values(md.signed.targets)) {
+      assertSafeTargetPath(target.path);
       const sha = target.hashes.sha256;
-      if (sha === undefined) throw new OutpostError('BAD_REQUEST', `target ${path} has no sha256`);
-      const final = join(this.targetsDir, hashedTargetPath(path, sha));
-      const known = this.targets?.signed.targets[path];
-      if (known !== undefined && known.hashes.sha256 === sha) continue;
-      const staged = this.stagedPath(sha);
+      if (sha === undefined) throw new OutpostError('BAD_REQUEST', `target ${target.path} has no sha256`);
+      const served = join(this.repo.targetsDir, targetUrlPath(target));
+      if (existsSync(served)) continue;
+      const path = this.stagedPath(sha);
       let bytes: Buffer;
       try {
-        bytes = readFileSync(staged);
+        bytes = await readFile(path);
       } catch {
-        try {
-          bytes = readFileSync(final);
-        } catch {
-          throw new OutpostError('BAD_REQUEST', `target ${path} (sha256 ${sha.slice(0, 12)}…) was not uploaded`);
-        }
+        throw new OutpostError('BAD_REQUEST', `target ${target.path} (sha256 ${sha.slice(0, 12)}…) was not uploaded`);
       }
       if (bytes.length !== target.length || createHash('sha256').update(bytes).digest('hex') !== sha)
-        throw new OutpostError('BAD_REQUEST', `uploaded file for ${path} does not match its length and sha256`);
-      moves.push([staged, final]);
-      added.push(path);
+        throw new OutpostError('BAD_REQUEST', `the upload for ${target.path} does not match its length and sha256`);
+      await this.repo.putTargetContent(target, path);
+      added.push(target.path);
+      staged.push(path);
     }
-    for (const [staged, final] of moves) {
-      mkdirSync(dirname(final), { recursive: true });
-      try {
-        renameSync(staged, final);
-      } catch {
-        // Already in place from an earlier upload of the same content.
-      }
-    }
-    const bytes = serialize(md);
-    writeAtomic(join(this.metadataDir, `${md.signed.version}.targets.json`), bytes);
-    this.targets = md;
-    this.targetsBytes = bytes;
-    this.signSnapshot();
+    await this.repo.writeTargets(md);
+    await this.signSnapshot();
+    for (const p of staged) await rm(p, { force: true });
     this.options.log.info({ version: md.signed.version, added }, 'targets accepted; snapshot and timestamp signed');
     return { version: md.signed.version, added };
   }
 
-  /** Accepts the next root, which must be signed by the thresholds of both the old and the new root. */
-  acceptRoot(raw: unknown): number {
-    if (this.root === undefined) throw new OutpostError('INTERNAL', 'TUF host not loaded');
+  /** Accepts the next root; it must carry signatures of both the old and the new root threshold. */
+  async acceptRoot(raw: unknown): Promise<number> {
     let md: Metadata<Root>;
     try {
-      md = Metadata.fromJSON(MetadataKind.Root, raw as JSONObject);
+      md = parseRoot(JSON.stringify(raw));
     } catch (err) {
       throw new OutpostError('BAD_REQUEST', `not TUF root metadata: ${String(err)}`, { cause: err });
     }
-    if (md.signed.version !== this.root.signed.version + 1)
-      throw new OutpostError('CONFLICT', `root version must be ${this.root.signed.version + 1}`);
-    try {
-      this.root.verifyDelegate('root', md);
-      md.verifyDelegate('root', md);
-    } catch (err) {
-      throw new OutpostError('FORBIDDEN', `root rotation not signed by both thresholds: ${String(err)}`, {
-        cause: err,
-      });
+    const prev = this.repo.root;
+    if (md.signed.version !== prev.signed.version + 1)
+      throw new OutpostError('CONFLICT', `the next root must be version ${prev.signed.version + 1}`);
+    for (const trusted of [prev, md]) {
+      const { valid, threshold } = countValidSignatures(trusted, 'root', md);
+      if (valid < threshold)
+        throw new OutpostError('FORBIDDEN', `root v${md.signed.version} is not signed by both the old and the new root keys`);
     }
-    this.checkOnlineKeys(md);
-    writeAtomic(join(this.metadataDir, `${md.signed.version}.root.json`), serialize(md));
-    writeAtomic(join(this.metadataDir, 'root.json'), serialize(md));
-    this.root = md;
+    await this.repo.writeRoot(md);
     return md.signed.version;
   }
 
-  private signSnapshot(): void {
-    if (this.targets === undefined || this.targetsBytes === undefined) return;
-    const now = this.options.now();
-    const snapshot = new Metadata(
-      new Snapshot({
-        version: (this.snapshot?.signed.version ?? 0) + 1,
-        specVersion: '1.0.31',
-        expires: new Date(now + this.options.snapshotExpiryMs).toISOString().replace(/\.\d{3}Z$/, 'Z'),
-        meta: { 'targets.json': new MetaFile({ version: this.targets.signed.version }) },
+  private async signSnapshot(): Promise<void> {
+    const now = new Date(this.options.now());
+    const snapshot = signMetadata(
+      buildSnapshot({
+        version: this.repo.snapshot.signed.version + 1,
+        expires: expiresIn(this.options.snapshotExpiryMs / DAY, now),
+        targets: this.repo.targets,
       }),
+      [this.options.snapshotKey],
     );
-    snapshot.sign(this.options.snapshotKey.signer());
-    writeAtomic(join(this.metadataDir, `${snapshot.signed.version}.snapshot.json`), serialize(snapshot));
-    this.snapshot = snapshot;
-    this.signTimestamp();
+    await this.repo.writeSnapshot(snapshot);
+    await this.signTimestamp();
   }
 
-  private signTimestamp(): void {
-    if (this.snapshot === undefined) return;
-    const now = this.options.now();
-    const bytes = serialize(this.snapshot);
-    const ts = new Metadata(
-      new Timestamp({
-        version: (this.timestamp?.signed.version ?? 0) + 1,
-        specVersion: '1.0.31',
-        expires: new Date(now + this.options.timestampExpiryMs).toISOString().replace(/\.\d{3}Z$/, 'Z'),
-        snapshotMeta: new MetaFile({
-          version: this.snapshot.signed.version,
-          length: bytes.length,
-          hashes: { sha256: createHash('sha256').update(bytes).digest('hex') },
-        }),
+  private async signTimestamp(): Promise<void> {
+    const now = new Date(this.options.now());
+    const timestamp = signMetadata(
+      buildTimestamp({
+        version: this.repo.timestamp.signed.version + 1,
+        expires: expiresIn(this.options.timestampExpiryMs / DAY, now),
+        snapshot: this.repo.snapshot,
       }),
+      [this.options.timestampKey],
     );
-    ts.sign(this.options.timestampKey.signer());
-    writeAtomic(join(this.metadataDir, 'timestamp.json'), serialize(ts));
-    this.timestamp = ts;
+    await this.repo.writeTimestamp(timestamp);
   }
 
   /**
-   * Re-signs what is about to expire: the snapshot when less than half its lifetime is left,
-   * the timestamp likewise. Run by the cron job; returns what it re-signed.
+   * Re-signs what is about to expire: snapshot (and so timestamp) when less than half its
+   * lifetime is left, else the timestamp alone likewise. The cron job runs this.
    */
-  refresh(): { snapshot: boolean; timestamp: boolean } {
+  async refresh(): Promise<{ snapshot: boolean; timestamp: boolean }> {
     const now = this.options.now();
-    const left = (expires: string | undefined) => (expires === undefined ? 0 : Date.parse(expires) - now);
-    if (this.snapshot !== undefined && left(this.snapshot.signed.expires) < this.options.snapshotExpiryMs / 2) {
-      this.signSnapshot();
-      this.options.log.info({ snapshot: this.snapshot.signed.version }, 'snapshot re-signed before expiry');
+    const left = (expires: string) => Date.parse(expires) - now;
+    if (left(this.repo.snapshot.signed.expires) < this.options.snapshotExpiryMs / 2) {
+      await this.signSnapshot();
+      this.options.log.info({ snapshot: this.repo.snapshot.signed.version }, 'snapshot re-signed before expiry');
       return { snapshot: true, timestamp: true };
     }
-    if (this.snapshot !== undefined && left(this.timestamp?.signed.expires) < this.options.timestampExpiryMs / 2) {
-      this.signTimestamp();
-      this.options.log.info({ timestamp: this.timestamp?.signed.version }, 'timestamp re-signed before expiry');
+    if (left(this.repo.timestamp.signed.expires) < this.options.timestampExpiryMs / 2) {
+      await this.signTimestamp();
+      this.options.log.info({ timestamp: this.repo.timestamp.signed.version }, 'timestamp re-signed before expiry');
       return { snapshot: false, timestamp: true };
     }
     return { snapshot: false, timestamp: false };
   }
 
-  /** Resolves a request path under metadata/ or targets/ to a file, refusing traversal. */
-  resolveFile(kind: 'metadata' | 'targets', path: string): string | undefined {
-    if (!isSafeTargetPath(path)) return undefined;
-    return join(kind === 'metadata' ? this.metadataDir : this.targetsDir, path);
+  /** The file behind a request path under metadata/ or targets/, or undefined (traversal is refused). */
+  async resolveFile(kind: 'metadata' | 'targets', path: string): Promise<{ file: string; size: number; mtimeMs: number } | undefined> {
+    try {
+      assertSafeTargetPath(path);
+    } catch {
+      return undefined;
+    }
+    const file = join(kind === 'metadata' ? this.repo.metadataDir : this.repo.targetsDir, path);
+    try {
+      const s = await stat(file);
+      return s.isFile() ? { file, size: s.size, mtimeMs: s.mtimeMs } : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
-  /** Finds the TUF target entry for a path in the served targets metadata. */
-  target(path: string): { length: number; sha256: string; custom: Record<string, unknown> } | undefined {
-    const t = this.targets?.signed.targets[path];
-    if (t === undefined || t.hashes.sha256 === undefined) return undefined;
-    return { length: t.length, sha256: t.hashes.sha256, custom: t.custom };
+  /** The director entries for a bundle, copied from the served targets metadata. */
+  directorTargets(name: string, version: string): DirectorTarget[] {
+    return directorTargetsForBundle(this.repo.targets.signed, name, version);
+  }
+
+  /** The bundles the targets metadata lists (from the manifest targets' custom fields). */
+  bundles(): Array<{ name: string; version: string; releaseCounter: number; targets: string[] }> {
+    const out = new Map<string, { name: string; version: string; releaseCounter: number; targets: string[] }>();
+    for (const t of Object.values(this.repo.targets.signed.targets)) {
+      const c = t.custom as { name?: unknown; version?: unknown; releaseCounter?: unknown; kind?: unknown };
+      if (typeof c.name !== 'string' || typeof c.version !== 'string') continue;
+      const key = `${c.name}@${c.version}`;
+      const entry = out.get(key) ?? { name: c.name, version: c.version, releaseCounter: Number(c.releaseCounter ?? 0), targets: [] };
+      if (c.kind === 'manifest') entry.targets.unshift(t.path);
+      else entry.targets.push(t.path);
+      out.set(key, entry);
+    }
+    return [...out.values()];
   }
 }
+
+export type { JSONObject };
