@@ -54,7 +54,7 @@ export interface SyncResult {
 
 export interface SyncEvents {
   synced: [SyncResult];
-  error: [Error];
+  failed: [Error];
 }
 
 /**
@@ -126,7 +126,7 @@ export class SyncClient extends EventEmitter<SyncEvents> {
         if (this.backoff.attempts === 1 || this.backoff.attempts % 10 === 0)
           this.o.log.warn({ err: message, attempt: this.backoff.attempts, retryInMs: wait }, 'sync failed; keeping the current models');
         this.lastError = message;
-        this.emit('error', err instanceof Error ? err : new Error(message));
+        this.emit('failed', err instanceof Error ? err : new Error(message));
       }
       if (!this.running) break;
       await this.timer.sleep(wait);
