@@ -131,6 +131,52 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** Signed model updates: TUF image repository + director (off until provisioned). */
+    updates: z
+      .object({
+        enabled: z.boolean().default(false),
+        /** Base URL of the TUF repository: metadata under /metadata, targets under /targets. */
+        repositoryUrl: z
+          .string()
+          .regex(/^https?:\/\//, 'must be an http(s) URL')
+          .optional(),
+        metadataUrl: z
+          .string()
+          .regex(/^https?:\/\//, 'must be an http(s) URL')
+          .optional(),
+        targetsUrl: z
+          .string()
+          .regex(/^https?:\/\//, 'must be an http(s) URL')
+          .optional(),
+        /** root.json pinned at provisioning; copied into the trust store on first boot only. */
+        pinnedRoot: z.string().optional(),
+        /** The director's desired-state document for this device; `{deviceId}` is substituted. */
+        directorUrl: z
+          .string()
+          .regex(/^https?:\/\//, 'must be an http(s) URL')
+          .optional(),
+        /** Bearer token for the control plane (the device credential). */
+        token: z.string().optional(),
+        pollIntervalMs: z.number().int().min(1000).default(300_000),
+        connectTimeoutMs: duration.default(10_000),
+        idleTimeoutMs: duration.default(30_000),
+        /** Below this rate over `rateWindowMs` a transfer is cut off (slow-retrieval attack). */
+        minBytesPerSec: z.number().min(0).default(1024),
+        rateWindowMs: z.number().int().min(100).default(30_000),
+        retries: z.number().int().min(0).max(100).default(4),
+        backoffMinMs: duration.default(1_000),
+        backoffMaxMs: duration.default(60_000),
+        crashLoop: z
+          .object({
+            maxUncleanStarts: z.number().int().min(1).default(3),
+            windowMs: duration.default(600_000),
+            stableAfterMs: duration.default(300_000),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 
@@ -278,6 +324,19 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<AgentConfi
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
   config.dataDir = abs(config.dataDir);
   config.models.bundles = config.models.bundles.map(abs);
+  if (config.updates.pinnedRoot !== undefined) config.updates.pinnedRoot = abs(config.updates.pinnedRoot);
+  if (config.updates.enabled) {
+    const u = config.updates;
+    const missing = [
+      u.pinnedRoot === undefined ? 'updates.pinnedRoot' : undefined,
+      u.directorUrl === undefined ? 'updates.directorUrl' : undefined,
+      u.repositoryUrl === undefined && (u.metadataUrl === undefined || u.targetsUrl === undefined)
+        ? 'updates.repositoryUrl'
+        : undefined,
+    ].filter((m) => m !== undefined);
+    if (missing.length > 0)
+      throw configError(missing.map((m) => `${m}: required when updates.enabled is true`));
+  }
   if (!isLoopback(config.http.host) && config.http.enabled && config.http.token === undefined) {
     throw configError([
       `http.token: required when http.host is ${config.http.host} (not loopback); set ${envName(['http', 'token'])}`,

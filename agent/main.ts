@@ -15,11 +15,15 @@ import { Publisher } from './publisher.ts';
 import { WorkerPool } from './runtime/pool.ts';
 import { ModelRegistry } from './runtime/registry.ts';
 import { MqttSensorBus } from './sources/mqtt-bus.ts';
+import { faultsFromEnv } from './updater/faults.ts';
+import { Updater, type UpdaterStatus } from './updater/updater.ts';
 import { Uplink } from './uplink/uplink.ts';
 
 export interface AgentDeps {
   logger?: Logger;
   now?: () => number;
+  /** Storage budget hook for updates: throw to refuse an install needing `bytes`. */
+  ensureSpace?: (bytes: number) => Promise<void> | void;
 }
 
 export interface Agent {
@@ -32,6 +36,7 @@ export interface Agent {
   readonly uplink: Uplink | undefined;
   readonly pipelines: PipelineManager;
   readonly http: HttpServer | undefined;
+  readonly updater: Updater | undefined;
   /** The HTTP port actually bound (differs from the config when it asked for port 0). */
   httpPort: number | undefined;
   start(): Promise<void>;
@@ -50,6 +55,7 @@ export interface AgentStatus {
   outbox: ReturnType<Outbox['stats']>;
   uplink: { state: string; protocol: string; inflight: number; lastError?: string | undefined } | undefined;
   pipelines: ReturnType<PipelineManager['stats']>;
+  updates?: UpdaterStatus | undefined;
 }
 
 /** The composition root: builds every part of the agent from a validated config. Nothing starts until start(). */
@@ -120,6 +126,23 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     log: log.child({ component: 'pipeline' }),
     bufferLimit: config.sensors.bufferLimit,
   });
+  const updater = config.updates.enabled
+    ? new Updater({
+        config: config.updates,
+        deviceId: config.deviceId,
+        dataDir: config.dataDir,
+        registry,
+        publisher,
+        log: log.child({ component: 'updater' }),
+        arch: arch(),
+        agentVersion: OUTPOST_VERSION,
+        ...(deps.now === undefined ? {} : { now: deps.now }),
+        ...(deps.ensureSpace === undefined ? {} : { ensureSpace: deps.ensureSpace }),
+        ...(process.env.OUTPOST_UPDATER_FAULT === undefined
+          ? {}
+          : { faults: faultsFromEnv(process.env.OUTPOST_UPDATER_FAULT) }),
+      })
+    : undefined;
   const commands = new CommandDispatcher(publisher, log.child({ component: 'commands' }));
 
   const status = (): AgentStatus => ({
@@ -146,8 +169,10 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
             lastError: uplink.lastError,
           },
     pipelines: pipelines.stats(),
+    updates: updater?.status(),
   });
   commands.register('status', () => status());
+  if (updater !== undefined) commands.register('sync', () => updater.checkNow());
   uplink?.on('command', (cmd) => {
     commands.handle(cmd).catch((err: unknown) => log.error({ err }, 'command reply failed'));
   });
@@ -174,13 +199,15 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     uplink,
     pipelines,
     http,
+    updater,
     httpPort: undefined,
     status,
     async start() {
       log.info({ deviceId: config.deviceId, bootId, version: OUTPOST_VERSION }, 'agent starting');
       outbox.start();
       pool.start();
-      for (const dir of config.models.bundles) {
+      const installed = (await updater?.prepareBoot()) ?? [];
+      for (const dir of [...config.models.bundles, ...installed]) {
         try {
           await registry.load(await readBundle(dir));
         } catch (err) {
@@ -191,6 +218,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       pipelines.start();
       uplink?.start();
       if (http !== undefined) agent.httpPort = await http.start();
+      updater?.start();
       state = 'running';
       log.info({ models: modelList().length }, 'agent ready');
     },
@@ -198,6 +226,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       if (state === 'stopped' || state === 'stopping') return;
       state = 'stopping';
       log.info('agent stopping');
+      await updater?.stop();
       await bus?.stop();
       await http?.stop();
       await pipelines.stop();

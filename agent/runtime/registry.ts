@@ -20,6 +20,8 @@ export interface ModelVersion {
   inputs: IoMetadata[];
   outputs: IoMetadata[];
   ref: ModelRef;
+  /** Loaded and READY but not yet serving unversioned requests (an update under its sample check). */
+  staged?: boolean;
 }
 
 export interface InferResult {
@@ -60,9 +62,9 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
     return this.names().flatMap((n) => this.versions(n));
   }
 
-  /** The version requests without a version go to: the newest READY one. */
+  /** The version requests without a version go to: the newest READY one that is not staged. */
   current(name: string): ModelVersion | undefined {
-    return this.versions(name).find((v) => v.state === 'READY');
+    return this.versions(name).find((v) => v.state === 'READY' && v.staged !== true);
   }
 
   /** Finds a version by its semver string or its release counter (TF Serving's integer versions). */
@@ -73,8 +75,12 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
     return versions.get(version) ?? [...versions.values()].find((v) => String(v.releaseCounter) === version);
   }
 
-  /** Loads a bundle's model in every worker, then retires versions beyond the ones kept. */
-  async load(bundle: Bundle): Promise<ModelVersion> {
+  /**
+   * Loads a bundle's model in every worker, then retires versions beyond the ones kept.
+   * With `staged`, the version loads next to the serving one but does not serve unversioned
+   * requests (and retires nothing) until activate().
+   */
+  async load(bundle: Bundle, options: { staged?: boolean } = {}): Promise<ModelVersion> {
     const { manifest } = bundle;
     const key = `${manifest.name}@${manifest.version}`;
     let versions = this.models.get(manifest.name);
@@ -99,6 +105,7 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
       inputs: [],
       outputs: [],
       ref: { name: manifest.name, version: manifest.version, sha256: manifest.model.sha256 },
+      ...(options.staged === true ? { staged: true } : {}),
     };
     versions.set(manifest.version, entry);
     this.emit('changed', manifest.name);
@@ -116,8 +123,22 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
       throw err;
     }
     this.emit('changed', manifest.name);
-    await this.retireOld(manifest.name);
+    if (entry.staged !== true) await this.retireOld(manifest.name);
     return entry;
+  }
+
+  /** Makes a staged version the one unversioned requests go to: one synchronous switch. */
+  async activate(name: string, version: string): Promise<void> {
+    const entry = this.models.get(name)?.get(version);
+    if (entry?.state !== 'READY')
+      throw new OutpostError('MODEL_NOT_READY', `model ${name} version ${version} is not ready`);
+    delete entry.staged;
+    // A lower release than a loaded one would not become current(): retire the higher ones.
+    for (const v of this.versions(name))
+      if (v !== entry && v.state === 'READY' && v.releaseCounter > entry.releaseCounter)
+        await this.unload(name, v.version);
+    this.emit('changed', name);
+    await this.retireOld(name);
   }
 
   private async retireOld(name: string): Promise<void> {

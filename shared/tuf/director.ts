@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { OutpostError } from '../errors.ts';
 import { parseOrThrow } from '../validate.ts';
 import { keyIdOf, type PublicKeyJson, type SigningKey, verifyHex } from './keys.ts';
+import { tufTime } from './metadata.ts';
 
 /**
  * The director's desired-state document (Uptane style): which targets one device should
@@ -23,6 +24,11 @@ const directorSigned = z
     deviceId: z.string().min(1),
     version: z.number().int().min(1),
     expires: z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'must be an ISO date'),
+    /** When the director signed it: devices use it as a trusted lower bound for their clock. */
+    issuedAt: z
+      .string()
+      .refine((s) => !Number.isNaN(Date.parse(s)), 'must be an ISO date')
+      .optional(),
     targets: z.array(directorTarget),
   })
   .loose();
@@ -48,8 +54,14 @@ function signedBytes(signed: DirectorSigned): Buffer {
   return Buffer.from(canonicalize(signed));
 }
 
+/** Signs `signed`; fills `issuedAt` with the signer's clock when absent. */
 export function signDirectorDocument(signed: DirectorSigned, keys: readonly SigningKey[]): DirectorDocument {
-  const checked = parseOrThrow(directorSigned, signed, 'director document', 'BAD_REQUEST');
+  const checked = parseOrThrow(
+    directorSigned,
+    { ...signed, issuedAt: signed.issuedAt ?? tufTime(new Date()) },
+    'director document',
+    'BAD_REQUEST',
+  );
   const bytes = signedBytes(checked);
   return { signed: checked, signatures: keys.map((k) => ({ keyid: k.keyId, sig: k.signHex(bytes) })) };
 }

@@ -34,8 +34,9 @@
  *   assertSafeTargetPath(path), targetUrlPath(target), writeFileAtomic(path, bytes)
  *
  * Director (director.ts)
- *   document = {signed: {deviceId, version, expires, targets: [{name, length, hashes: {sha256}, custom}]},
+ *   document = {signed: {deviceId, version, expires, issuedAt?, targets: [{name, length, hashes: {sha256}, custom}]},
  *               signatures: [{keyid, sig}]}   sig = Ed25519 over canonical JSON of `signed`, hex
+ *   issuedAt (filled by signDirectorDocument when absent) is a signed lower bound for the device clock
  *   signDirectorDocument(signed, keys), verifyDirectorDocument(doc, {keys, threshold}, {deviceId, now, minVersion?})
  *   director trust comes from the trusted root: roleKeysFromRoot(root, 'director')
  */

@@ -1,0 +1,247 @@
+import { mkdir, open, readdir, rename, rm, statfs } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { TargetFile } from '@tufjs/models';
+import { MANIFEST_FILE } from '../../shared/bundle/manifest.ts';
+import type { Bundle } from '../../shared/bundle/read.ts';
+import { parseManifest } from '../../shared/bundle/read.ts';
+import { compareSample, sampleInputs } from '../../shared/bundle/sample.ts';
+import { errorMessage, OutpostError } from '../../shared/errors.ts';
+import { assertSafeTargetPath, fsyncDir, sha256Hex, targetUrlPath } from '../../shared/tuf/index.ts';
+import type { Logger } from '../log.ts';
+import type { ModelRegistry } from '../runtime/registry.ts';
+import { assertCompatible, assertManifestMatchesTargets } from './compat.ts';
+import { downloadTarget } from './download.ts';
+import { type InstallFaults, injectFault } from './faults.ts';
+import type { HttpClient } from './http.ts';
+import type { InstalledModel, StateStore, UpdateState } from './state.ts';
+
+/** The named steps of an install, in order (fault injection and progress events use them). */
+export const INSTALL_STEPS = [
+  'space',
+  'manifest',
+  'download',
+  'written',
+  'loaded',
+  'checked',
+  'committed',
+  'activated',
+] as const;
+export type InstallStep = (typeof INSTALL_STEPS)[number];
+
+export interface InstallRequest {
+  manifestTarget: TargetFile;
+  modelTarget: TargetFile;
+  /** Base URL the targets are served under. */
+  targetsUrl: string;
+}
+
+export interface InstallerOptions {
+  dataDir: string;
+  http: HttpClient;
+  registry: ModelRegistry;
+  store: StateStore;
+  log: Logger;
+  arch: string;
+  agentVersion: string;
+  now: () => number;
+  /** Called with the bytes an install needs before anything is written; throw to refuse. */
+  ensureSpace?: (bytes: number) => Promise<void> | void;
+  faults?: InstallFaults;
+  onStep?: (step: InstallStep, detail: Record<string, unknown>) => void;
+}
+
+/** Space kept free on top of what an install writes, so the outbox and logs still have room. */
+const SPACE_MARGIN = 16 * 1024 * 1024;
+
+/**
+ * Installs one bundle: free-space check, manifest (verified against TUF), model download
+ * (capped, resumable, verified), bundle directory made durable and renamed into place, model
+ * loaded next to the serving one with the manifest's sample checked in a worker, state
+ * committed, then the switch. Any failure before the switch leaves the old version serving
+ * and untouched; the new bundle directory is removed.
+ */
+export class Installer {
+  constructor(private readonly o: InstallerOptions) {}
+
+  private async step(step: InstallStep, detail: Record<string, unknown> = {}): Promise<void> {
+    this.o.onStep?.(step, detail);
+    await injectFault(this.o.faults, step);
+  }
+
+  bundlesDir(): string {
+    return join(this.o.dataDir, 'bundles');
+  }
+
+  async install(req: InstallRequest, state: UpdateState): Promise<InstalledModel> {
+    const { manifestTarget, modelTarget } = req;
+    assertSafeTargetPath(manifestTarget.path);
+    assertSafeTargetPath(modelTarget.path);
+    const staging = join(this.o.dataDir, 'updates', 'staging');
+    await mkdir(staging, { recursive: true });
+
+    const need = manifestTarget.length + modelTarget.length + SPACE_MARGIN;
+    const fs = await statfs(this.o.dataDir);
+    const free = fs.bavail * fs.bsize;
+    if (free < need)
+      throw new OutpostError(
+        'STORAGE_BUDGET',
+        `disk full: an install needs ${need} bytes, ${free} are free`,
+        {
+          details: { need, free },
+        },
+      );
+    await this.o.ensureSpace?.(need);
+    await this.step('space', { need, free });
+
+    const manifestBytes = await this.o.http.getBytes(
+      `${req.targetsUrl}/${targetUrlPath(manifestTarget)}`,
+      manifestTarget.length,
+    );
+    if (
+      manifestBytes.length !== manifestTarget.length ||
+      sha256Hex(manifestBytes) !== manifestTarget.hashes['sha256']
+    )
+      throw new OutpostError(
+        'TRUST_FAILED',
+        `manifest ${manifestTarget.path} does not match what TUF vouches for`,
+      );
+    let raw: unknown;
+    try {
+      raw = JSON.parse(manifestBytes.toString('utf8'));
+    } catch (err) {
+      throw new OutpostError('BUNDLE_INVALID', `manifest ${manifestTarget.path} is not JSON`, { cause: err });
+    }
+    const manifest = parseManifest(raw, manifestTarget.path);
+    assertManifestMatchesTargets(manifest, manifestTarget, modelTarget);
+    assertCompatible(manifest, this.o.arch, this.o.agentVersion);
+    const installed = state.models[manifest.name]?.current;
+    if (installed !== undefined && manifest.releaseCounter < installed.releaseCounter)
+      throw new OutpostError(
+        'TRUST_FAILED',
+        `${manifest.name}@${manifest.version} has releaseCounter ${manifest.releaseCounter}, below the installed ${installed.releaseCounter}`,
+        { details: { rollback: true } },
+      );
+    await this.step('manifest', { name: manifest.name, version: manifest.version });
+
+    const part = join(
+      staging,
+      `${manifest.name}-${manifest.version}-${manifest.model.sha256.slice(0, 16)}.part`,
+    );
+    const t0 = this.o.now();
+    const dl = await downloadTarget(
+      this.o.http,
+      {
+        url: `${req.targetsUrl}/${targetUrlPath(modelTarget)}`,
+        dest: part,
+        length: modelTarget.length,
+        sha256: manifest.model.sha256,
+      },
+      {
+        ...(this.o.faults?.enospcAfterBytes === undefined
+          ? {}
+          : {
+              beforeWrite: (offset: number, size: number) => {
+                if (offset + size > (this.o.faults?.enospcAfterBytes ?? Number.POSITIVE_INFINITY)) {
+                  const err = new Error('ENOSPC: no space left on device, write') as NodeJS.ErrnoException;
+                  err.code = 'ENOSPC';
+                  throw err;
+                }
+              },
+            }),
+      },
+    ).catch(async (err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+        await rm(part, { force: true });
+        await rm(`${part}.json`, { force: true });
+        throw new OutpostError('STORAGE_BUDGET', `disk full while downloading ${modelTarget.path}`, {
+          cause: err,
+        });
+      }
+      throw err;
+    });
+    await this.step('download', { ...dl, ms: this.o.now() - t0, bytes: modelTarget.length });
+
+    // The bundle directory is built beside its final place and renamed in whole.
+    const final = join(
+      this.bundlesDir(),
+      manifest.name,
+      `${manifest.version}-${manifest.model.sha256.slice(0, 12)}`,
+    );
+    const building = `${final}.building`;
+    await rm(building, { recursive: true, force: true });
+    await mkdir(building, { recursive: true });
+    await rename(part, join(building, manifest.model.file));
+    await rm(`${part}.json`, { force: true });
+    const fh = await open(join(building, MANIFEST_FILE), 'w');
+    try {
+      await fh.writeFile(manifestBytes);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    fsyncDir(building);
+    await rm(final, { recursive: true, force: true });
+    await rename(building, final);
+    fsyncDir(dirname(final));
+    await this.step('written', { dir: final });
+
+    const bundle: Bundle = { dir: final, manifest, modelPath: join(final, manifest.model.file) };
+    const entry: InstalledModel = {
+      name: manifest.name,
+      version: manifest.version,
+      releaseCounter: manifest.releaseCounter,
+      sha256: manifest.model.sha256,
+      dir: final,
+    };
+    const registry = this.o.registry;
+    const alreadyServing = registry.current(manifest.name)?.version === manifest.version;
+    try {
+      if (!alreadyServing) await registry.load(bundle, { staged: true });
+      await this.step('loaded');
+      const problems = await this.sampleCheck(bundle);
+      if (problems.length > 0)
+        throw new OutpostError('INSTALL_FAILED', `sample check failed: ${problems.join('; ')}`, {
+          details: { sampleFailed: true, problems },
+        });
+      await this.step('checked');
+    } catch (err) {
+      if (!alreadyServing) await registry.unload(manifest.name, manifest.version).catch(() => undefined);
+      await rm(final, { recursive: true, force: true });
+      throw err;
+    }
+
+    const prior = state.models[manifest.name];
+    state.models[manifest.name] = {
+      current: entry,
+      ...(prior?.current === undefined || prior.current.dir === final ? {} : { previous: prior.current }),
+    };
+    state.activation = { name: manifest.name, version: manifest.version, at: this.o.now(), uncleanStarts: 0 };
+    await this.o.store.save(state);
+    await this.step('committed');
+    await registry.activate(manifest.name, manifest.version);
+    await this.step('activated');
+    await this.prune(manifest.name, state);
+    return entry;
+  }
+
+  /** The manifest's sample through the registry, so it runs in an inference worker. */
+  private async sampleCheck(bundle: Bundle): Promise<string[]> {
+    const m = bundle.manifest;
+    try {
+      const result = await this.o.registry.infer(m.name, m.version, sampleInputs(m));
+      return compareSample(result.outputs, m.sample.outputs, m.sample.tolerance);
+    } catch (err) {
+      return [`the sample did not run: ${errorMessage(err)}`];
+    }
+  }
+
+  /** Keeps the current and previous bundle directories of a model; removes older ones. */
+  private async prune(name: string, state: UpdateState): Promise<void> {
+    const keep = new Set([state.models[name]?.current.dir, state.models[name]?.previous?.dir]);
+    const base = join(this.bundlesDir(), name);
+    for (const d of await readdir(base).catch(() => [] as string[])) {
+      const path = join(base, d);
+      if (!keep.has(path)) await rm(path, { recursive: true, force: true });
+    }
+  }
+}

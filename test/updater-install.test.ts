@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import type { Agent } from '../agent/main.ts';
+import { events, inferOk, MODEL, UpdateFixture } from './helpers/update-fixture.ts';
+
+describe('updater: install, switch, revert on a failed sample', () => {
+  const fx = new UpdateFixture();
+  let agent: Agent;
+
+  before(async () => {
+    await fx.start();
+    await fx.publish('mlp');
+    await fx.direct([[MODEL, '1.0.0']]);
+    agent = fx.agent();
+    await agent.start();
+    await agent.updater!.checkNow();
+  });
+  after(() => fx.stop());
+
+  test('the first bundle the director names is installed from TUF and serves', async () => {
+    assert.equal(await inferOk(agent), '1.0.0');
+    const st = agent.status().updates!;
+    assert.equal(st.models[MODEL]?.current.version, '1.0.0');
+    assert.ok(events(agent).some((e) => e.type === 'update-activated' && e.body['version'] === '1.0.0'));
+  });
+
+  test('an update switches with no failed request and keeps the previous version on disk', async () => {
+    await fx.publish('mlpV2');
+    await fx.direct([[MODEL, '2.0.0']]);
+    let ok = 0;
+    const failures: unknown[] = [];
+    let running = true;
+    const load = (async () => {
+      while (running) {
+        await inferOk(agent).then(
+          () => ok++,
+          (err: unknown) => failures.push(err),
+        );
+      }
+    })();
+    const outcome = await agent.updater!.checkNow();
+    running = false;
+    await load;
+    assert.deepEqual(outcome.failed, []);
+    assert.deepEqual(outcome.installed, [`${MODEL}@2.0.0`]);
+    assert.deepEqual(failures, []);
+    assert.ok(ok > 0);
+    assert.equal(await inferOk(agent), '2.0.0');
+    const m = agent.status().updates!.models[MODEL]!;
+    assert.equal(m.previous?.version, '1.0.0');
+    assert.ok(existsSync(m.previous!.dir));
+    const steps = events(agent)
+      .filter((e) => e.type === 'update-progress' && e.body['target'] === `${MODEL}@2.0.0`)
+      .map((e) => e.body['step']);
+    assert.deepEqual(steps, [
+      'space',
+      'manifest',
+      'download',
+      'written',
+      'loaded',
+      'checked',
+      'committed',
+      'activated',
+    ]);
+  });
+
+  test('a model that loads but fails its sample is reverted, reported and not retried', async () => {
+    await fx.publish('mlpBroken');
+    await fx.direct([[MODEL, '3.0.0']]);
+    const outcome = await agent.updater!.checkNow();
+    assert.equal(outcome.failed.length, 1);
+    assert.match(outcome.failed[0]!.error, /sample check failed/);
+    assert.equal(await inferOk(agent), '2.0.0');
+    assert.equal(agent.registry.get(MODEL, '3.0.0')?.state, 'UNAVAILABLE');
+    const reverted = events(agent).find((e) => e.type === 'update-reverted');
+    assert.equal(reverted?.body['reason'], 'sample-check');
+    assert.equal(agent.status().updates!.models[MODEL]?.current.version, '2.0.0');
+    const again = await agent.updater!.checkNow();
+    assert.match(again.failed[0]!.error, /refused earlier/);
+    assert.equal(await inferOk(agent), '2.0.0');
+  });
+});
