@@ -15,6 +15,9 @@ import { Publisher } from './publisher.ts';
 import { WorkerPool } from './runtime/pool.ts';
 import { ModelRegistry } from './runtime/registry.ts';
 import { MqttSensorBus } from './sources/mqtt-bus.ts';
+import { readCredential } from './sync/credentials.ts';
+import { SyncClient } from './sync/sync-client.ts';
+import { UpdaterBridge } from './sync/updater-bridge.ts';
 import { faultsFromEnv } from './updater/faults.ts';
 import { Updater, type UpdaterStatus } from './updater/updater.ts';
 import { Uplink } from './uplink/uplink.ts';
@@ -126,9 +129,9 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     log: log.child({ component: 'pipeline' }),
     bufferLimit: config.sensors.bufferLimit,
   });
-  const updater = config.updates.enabled
-    ? new Updater({
-        config: config.updates,
+  const makeUpdater = (token: string | undefined) =>
+    new Updater({
+        config: token === undefined ? config.updates : { ...config.updates, token },
         deviceId: config.deviceId,
         dataDir: config.dataDir,
         registry,
@@ -141,6 +144,31 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
         ...(process.env.OUTPOST_UPDATER_FAULT === undefined
           ? {}
           : { faults: faultsFromEnv(process.env.OUTPOST_UPDATER_FAULT) }),
+      });
+  // With sync on, the updater fetches the director with the enrolment credential; before the
+  // first enrolment there is none, so the updater is built when the sync client enrols.
+  const credentialPath = dataPath(config, 'sync', 'credential.json');
+  const credential = config.sync.enabled ? readCredential(credentialPath)?.credential : undefined;
+  let updater =
+    config.updates.enabled && (!config.sync.enabled || credential !== undefined || config.updates.token !== undefined)
+      ? makeUpdater(credential)
+      : undefined;
+  const sync = config.sync.enabled
+    ? new SyncClient({
+        ...config.sync,
+        deviceId: config.deviceId,
+        credentialPath,
+        arch: arch(),
+        agentVersion: OUTPOST_VERSION,
+        handler: new UpdaterBridge(() => updater, registry),
+        log: log.child({ component: 'sync' }),
+        onEnrolled: async (cred) => {
+          if (updater !== undefined || !config.updates.enabled) return;
+          const late = makeUpdater(cred.credential);
+          for (const dir of await late.prepareBoot()) await registry.load(await readBundle(dir));
+          late.start();
+          updater = late;
+        },
       })
     : undefined;
   const commands = new CommandDispatcher(publisher, log.child({ component: 'commands' }));
@@ -172,7 +200,11 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     updates: updater?.status(),
   });
   commands.register('status', () => status());
-  if (updater !== undefined) commands.register('sync', () => updater.checkNow());
+  if (sync !== undefined) commands.register('sync', () => sync.syncNow());
+  else if (updater !== undefined) {
+    const u = updater;
+    commands.register('sync', () => u.checkNow());
+  }
   uplink?.on('command', (cmd) => {
     commands.handle(cmd).catch((err: unknown) => log.error({ err }, 'command reply failed'));
   });
@@ -199,7 +231,9 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     uplink,
     pipelines,
     http,
-    updater,
+    get updater() {
+      return updater;
+    },
     httpPort: undefined,
     status,
     async start() {
@@ -219,6 +253,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       uplink?.start();
       if (http !== undefined) agent.httpPort = await http.start();
       updater?.start();
+      sync?.start();
       state = 'running';
       log.info({ models: modelList().length }, 'agent ready');
     },
@@ -226,6 +261,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       if (state === 'stopped' || state === 'stopping') return;
       state = 'stopping';
       log.info('agent stopping');
+      await sync?.stop();
       await updater?.stop();
       await bus?.stop();
       await http?.stop();

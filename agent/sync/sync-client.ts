@@ -4,6 +4,8 @@ import type { Logger } from '../log.ts';
 import { Backoff, StoppableTimer } from '../uplink/backoff.ts';
 import { type DeviceCredential, readCredential, writeCredential } from './credentials.ts';
 
+export type { DeviceCredential };
+
 export interface InstalledModelReport {
   name: string;
   version: string;
@@ -42,6 +44,8 @@ export interface SyncClientOptions {
   arch: string;
   agentVersion: string;
   handler: DesiredStateHandler;
+  /** Awaited once the device has a credential (at first enrolment): the updater needs it. */
+  onEnrolled?: (credential: DeviceCredential) => Promise<void> | void;
   log: Logger;
   random?: () => number;
 }
@@ -174,6 +178,7 @@ export class SyncClient extends EventEmitter<SyncEvents> {
     this.cred = { deviceId: this.o.deviceId, credential: body.credential, url: this.o.url };
     writeCredential(this.o.credentialPath, this.cred);
     this.o.log.info({ url: this.o.url }, 'enrolled with the control plane');
+    await this.o.onEnrolled?.(this.cred);
   }
 
   private async syncOnce(): Promise<SyncResult> {
