@@ -5,6 +5,10 @@ import { buildBundle, type ManifestDraft } from '../shared/bundle/build.ts';
 import { readBundle } from '../shared/bundle/read.ts';
 import { errorMessage, isOutpostError } from '../shared/errors.ts';
 import { OUTPOST_VERSION } from '../shared/version.ts';
+import { DEVICES_USAGE, runDevices } from './cli/devices.ts';
+import { PUBLISH_USAGE, runPublish } from './cli/publish.ts';
+import { ROLLOUT_USAGE, runRollout } from './cli/rollout.ts';
+import { runServe, SERVE_USAGE } from './cli/serve.ts';
 
 const USAGE = `outpost ${OUTPOST_VERSION} — the operator CLI
 
@@ -13,9 +17,23 @@ Usage:
       make a bundle: digest, size and signature come from the model; the draft's sample must run
   outpost bundle inspect DIR
       print a bundle's manifest after checking the model file against it
+${SERVE_USAGE}
+${PUBLISH_USAGE}
+${DEVICES_USAGE}
+${ROLLOUT_USAGE}
 `;
 
+/** Control-plane subcommands parse their own options. */
+const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  serve: runServe,
+  publish: runPublish,
+  devices: runDevices,
+  rollout: runRollout,
+};
+
 async function main(argv: string[]): Promise<number> {
+  const sub = argv[0] === undefined ? undefined : SUBCOMMANDS[argv[0]];
+  if (sub !== undefined) return sub(argv.slice(1));
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
