@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Agent } from '../agent/main.ts';
 import { events, inferOk, MODEL, UpdateFixture } from './helpers/update-fixture.ts';
@@ -49,7 +50,7 @@ describe('updater: install, switch, revert on a failed sample', () => {
     assert.equal(await inferOk(agent), '2.0.0');
     const m = agent.status().updates!.models[MODEL]!;
     assert.equal(m.previous?.version, '1.0.0');
-    assert.ok(existsSync(m.previous!.dir));
+    assert.ok(existsSync(join(agent.config.dataDir, m.previous!.dir)));
     const steps = events(agent)
       .filter((e) => e.type === 'update-progress' && e.body['target'] === `${MODEL}@2.0.0`)
       .map((e) => e.body['step']);

@@ -1,5 +1,5 @@
 import { mkdir, open, readdir, rename, rm, statfs } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import type { TargetFile } from '@tufjs/models';
 import { MANIFEST_FILE } from '../../shared/bundle/manifest.ts';
 import type { Bundle } from '../../shared/bundle/read.ts';
@@ -191,7 +191,7 @@ export class Installer {
       version: manifest.version,
       releaseCounter: manifest.releaseCounter,
       sha256: manifest.model.sha256,
-      dir: final,
+      dir: relative(this.o.dataDir, final),
     };
     const registry = this.o.registry;
     const alreadyServing = registry.current(manifest.name)?.version === manifest.version;
@@ -213,7 +213,7 @@ export class Installer {
     const prior = state.models[manifest.name];
     state.models[manifest.name] = {
       current: entry,
-      ...(prior?.current === undefined || prior.current.dir === final ? {} : { previous: prior.current }),
+      ...(prior?.current === undefined || prior.current.dir === entry.dir ? {} : { previous: prior.current }),
     };
     state.activation = { name: manifest.name, version: manifest.version, at: this.o.now(), uncleanStarts: 0 };
     await this.o.store.save(state);
@@ -237,7 +237,8 @@ export class Installer {
 
   /** Keeps the current and previous bundle directories of a model; removes older ones. */
   private async prune(name: string, state: UpdateState): Promise<void> {
-    const keep = new Set([state.models[name]?.current.dir, state.models[name]?.previous?.dir]);
+    const m = state.models[name];
+    const keep = new Set([m?.current.dir, m?.previous?.dir].map((d) => (d === undefined ? '' : join(this.o.dataDir, d))));
     const base = join(this.bundlesDir(), name);
     for (const d of await readdir(base).catch(() => [] as string[])) {
       const path = join(base, d);

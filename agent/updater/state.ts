@@ -8,6 +8,7 @@ export interface InstalledModel {
   version: string;
   releaseCounter: number;
   sha256: string;
+  /** Relative to the data dir, so a data dir can be moved or restored from a copy. */
   dir: string;
 }
 

@@ -141,7 +141,7 @@ export class Updater {
       this.o.log.error(r, 'update reverted after repeated unclean starts');
       void this.event('update-reverted', { ...r, reason: 'crash-loop' });
     }
-    return Object.values(state.models).map((m) => m.current.dir);
+    return Object.values(state.models).map((m) => join(this.o.dataDir, m.current.dir));
   }
 
   start(): void {

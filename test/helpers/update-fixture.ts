@@ -120,33 +120,36 @@ export class UpdateFixture {
     await writeFile(join(this.repo.dir, 'director', `${DEVICE}.json`), JSON.stringify(doc));
   }
 
-  agent(overrides: AgentConfigInput = {}, deps: AgentDeps = {}): Agent {
-    const config = loadConfig({
-      overrides: {
-        deviceId: DEVICE,
-        dataDir: tempDir('agent'),
-        http: { port: 0 },
-        runtime: { workers: 1 },
-        uplink: { enabled: false },
-        sensors: { mqtt: 'off' },
-        ...overrides,
-        updates: {
-          enabled: true,
-          repositoryUrl: this.server.url,
-          directorUrl: `${this.server.url}/director/{deviceId}.json`,
-          pinnedRoot: this.pinnedRoot,
-          pollIntervalMs: 3_600_000,
-          retries: 2,
-          backoffMinMs: 20,
-          backoffMaxMs: 100,
-          connectTimeoutMs: 2_000,
-          idleTimeoutMs: 2_000,
-          rateWindowMs: 600,
-          minBytesPerSec: 2_000,
-          ...overrides.updates,
-        },
+  /** The config overrides of an agent pointed at this repository (JSON, so a child process can take it). */
+  agentConfig(overrides: AgentConfigInput = {}): AgentConfigInput {
+    return {
+      deviceId: DEVICE,
+      dataDir: tempDir('agent'),
+      http: { port: 0 },
+      runtime: { workers: 1 },
+      uplink: { enabled: false },
+      sensors: { mqtt: 'off' },
+      ...overrides,
+      updates: {
+        enabled: true,
+        repositoryUrl: this.server.url,
+        directorUrl: `${this.server.url}/director/{deviceId}.json`,
+        pinnedRoot: this.pinnedRoot,
+        pollIntervalMs: 3_600_000,
+        retries: 2,
+        backoffMinMs: 20,
+        backoffMaxMs: 100,
+        connectTimeoutMs: 2_000,
+        idleTimeoutMs: 2_000,
+        rateWindowMs: 600,
+        minBytesPerSec: 2_000,
+        ...overrides.updates,
       },
-    });
+    };
+  }
+
+  agent(overrides: AgentConfigInput = {}, deps: AgentDeps = {}): Agent {
+    const config = loadConfig({ overrides: this.agentConfig(overrides) });
     const a = createAgent(config, {
       logger: pino({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }),
       ...deps,
