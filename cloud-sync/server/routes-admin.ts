@@ -95,7 +95,8 @@ export function registerAdminRoutes(app: FastifyInstance, s: Services): void {
     for (const action of ['pause', 'resume', 'abort'] as const) {
       admin.post<{ Params: { id: string } }>(`/v1/admin/rollouts/:id/${action}`, async (req) => {
         const body = parseOrThrow(reasonBody, req.body ?? {}, action);
-        const reason = body.reason === undefined ? undefined : `${action}d by operator: ${body.reason}`;
+        const past = { pause: 'paused', resume: 'resumed', abort: 'aborted' }[action];
+        const reason = body.reason === undefined ? undefined : `${past} by operator: ${body.reason}`;
         if (action === 'pause') s.rollouts.pause(req.params.id, reason);
         else if (action === 'resume') s.rollouts.resume(req.params.id, reason);
         else s.rollouts.abort(req.params.id, reason);
