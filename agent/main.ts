@@ -131,26 +131,27 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
   });
   const makeUpdater = (token: string | undefined) =>
     new Updater({
-        config: token === undefined ? config.updates : { ...config.updates, token },
-        deviceId: config.deviceId,
-        dataDir: config.dataDir,
-        registry,
-        publisher,
-        log: log.child({ component: 'updater' }),
-        arch: arch(),
-        agentVersion: OUTPOST_VERSION,
-        ...(deps.now === undefined ? {} : { now: deps.now }),
-        ...(deps.ensureSpace === undefined ? {} : { ensureSpace: deps.ensureSpace }),
-        ...(process.env.OUTPOST_UPDATER_FAULT === undefined
-          ? {}
-          : { faults: faultsFromEnv(process.env.OUTPOST_UPDATER_FAULT) }),
-      });
+      config: token === undefined ? config.updates : { ...config.updates, token },
+      deviceId: config.deviceId,
+      dataDir: config.dataDir,
+      registry,
+      publisher,
+      log: log.child({ component: 'updater' }),
+      arch: arch(),
+      agentVersion: OUTPOST_VERSION,
+      ...(deps.now === undefined ? {} : { now: deps.now }),
+      ...(deps.ensureSpace === undefined ? {} : { ensureSpace: deps.ensureSpace }),
+      ...(process.env.OUTPOST_UPDATER_FAULT === undefined
+        ? {}
+        : { faults: faultsFromEnv(process.env.OUTPOST_UPDATER_FAULT) }),
+    });
   // With sync on, the updater fetches the director with the enrolment credential; before the
   // first enrolment there is none, so the updater is built when the sync client enrols.
   const credentialPath = dataPath(config, 'sync', 'credential.json');
   const credential = config.sync.enabled ? readCredential(credentialPath)?.credential : undefined;
   let updater =
-    config.updates.enabled && (!config.sync.enabled || credential !== undefined || config.updates.token !== undefined)
+    config.updates.enabled &&
+    (!config.sync.enabled || credential !== undefined || config.updates.token !== undefined)
       ? makeUpdater(credential)
       : undefined;
   const sync = config.sync.enabled

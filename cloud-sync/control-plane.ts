@@ -85,7 +85,13 @@ export function createControlPlane(config: ControlPlaneConfig, deps: ControlPlan
         log: log.child({ component: 'director' }),
         onChange: (deviceId) => mqttLink?.nudge(deviceId),
       });
-      rollouts = new RolloutEngine({ repo, director, now, log: log.child({ component: 'rollouts' }), tickMs: config.rollouts.tickMs });
+      rollouts = new RolloutEngine({
+        repo,
+        director,
+        now,
+        log: log.child({ component: 'rollouts' }),
+        tickMs: config.rollouts.tickMs,
+      });
       const devices = new DeviceService({
         repo,
         rollouts,
@@ -122,7 +128,9 @@ export function createControlPlane(config: ControlPlaneConfig, deps: ControlPlan
         if (status >= 500) req.log.error({ err }, 'request failed');
         return reply.code(status).send({ error: status >= 500 ? 'internal error' : errorMessage(err) });
       });
-      server.setNotFoundHandler((req, reply) => reply.code(404).send({ error: `no route ${req.method} ${req.url}` }));
+      server.setNotFoundHandler((req, reply) =>
+        reply.code(404).send({ error: `no route ${req.method} ${req.url}` }),
+      );
       server.get('/healthz', async () => ({ ok: true }));
       const openapi = openApiDocument();
       server.get('/openapi.json', async () => openapi);

@@ -18,20 +18,34 @@ describe('outpost CLI against `outpost serve`', () => {
   let port: number;
   let server: ChildProcess;
   let stdout = '';
-  const env = () => ({ ...process.env, OUTPOST_OPERATOR_TOKEN: TOKEN, OUTPOST_URL: `http://127.0.0.1:${port}`, NODE_NO_WARNINGS: '1' });
-  const outpost = (...args: string[]) => run(process.execPath, ['--import', 'tsx', CLI, ...args], { env: env() });
+  const env = () => ({
+    ...process.env,
+    OUTPOST_OPERATOR_TOKEN: TOKEN,
+    OUTPOST_URL: `http://127.0.0.1:${port}`,
+    NODE_NO_WARNINGS: '1',
+  });
+  const outpost = (...args: string[]) =>
+    run(process.execPath, ['--import', 'tsx', CLI, ...args], { env: env() });
 
   before(async () => {
     await bootstrapRepository(dataDir);
     port = await freePort();
-    server = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve', '--port', String(port), '--data-dir', dataDir], {
-      env: env(),
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    server = spawn(
+      process.execPath,
+      ['--import', 'tsx', CLI, 'serve', '--port', String(port), '--data-dir', dataDir],
+      {
+        env: env(),
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
     server.stdout?.on('data', (d: Buffer) => {
       stdout += d.toString();
     });
-    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.ok === true, 'serve up', 20_000);
+    await waitFor(
+      async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.ok === true,
+      'serve up',
+      20_000,
+    );
   });
   after(() => {
     if (server.exitCode === null) server.kill('SIGKILL');
@@ -51,7 +65,22 @@ describe('outpost CLI against `outpost serve`', () => {
     assert.equal(enrol.status, 201);
     const list = await outpost('devices', 'list');
     assert.match(list.stdout, /cli-dev\s+online/);
-    const created = await outpost('rollout', 'create', '--bundle', 'mlp-classifier@1.0.0', '--selector', 'site=lab', '--waves', '50,100', '--max-failure-rate', '5%', '--min-reporting', '1', '--soak', '10m');
+    const created = await outpost(
+      'rollout',
+      'create',
+      '--bundle',
+      'mlp-classifier@1.0.0',
+      '--selector',
+      'site=lab',
+      '--waves',
+      '50,100',
+      '--max-failure-rate',
+      '5%',
+      '--min-reporting',
+      '1',
+      '--soak',
+      '10m',
+    );
     assert.match(created.stdout, /RUNNING \(wave 1\/2\)/);
     const id = /rollout (\S+)/.exec(created.stdout)?.[1] as string;
     assert.match((await outpost('rollout', 'pause', id, '--reason', 'lunch')).stdout, /PAUSED/);
@@ -59,8 +88,16 @@ describe('outpost CLI against `outpost serve`', () => {
     const aborted = await outpost('rollout', 'abort', id);
     assert.match(aborted.stdout, /ABORTED/);
     assert.match(aborted.stdout, /paused by operator: lunch/);
-    await assert.rejects(outpost('rollout', 'create', '--bundle', 'mlp-classifier@9.9.9'), /has not been published/);
-    await assert.rejects(run(process.execPath, ['--import', 'tsx', CLI, 'devices', 'list'], { env: { ...env(), OUTPOST_OPERATOR_TOKEN: 'wrong-wrong-wrong-wrong' } }), /401/);
+    await assert.rejects(
+      outpost('rollout', 'create', '--bundle', 'mlp-classifier@9.9.9'),
+      /has not been published/,
+    );
+    await assert.rejects(
+      run(process.execPath, ['--import', 'tsx', CLI, 'devices', 'list'], {
+        env: { ...env(), OUTPOST_OPERATOR_TOKEN: 'wrong-wrong-wrong-wrong' },
+      }),
+      /401/,
+    );
     const line = stdout.split('\n').find((l) => l.includes('control plane ready'));
     assert.ok(line !== undefined && JSON.parse(line).service === 'outpost-control-plane');
   });

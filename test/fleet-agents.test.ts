@@ -25,9 +25,14 @@ describe('full agents follow rollouts', () => {
   let broker: TestBroker;
   const agents: Agent[] = [];
 
-  const running = (a: Agent) => a.registry.all().find((m) => m.name === MODEL && m.state === 'READY')?.version;
+  const running = (a: Agent) =>
+    a.registry.all().find((m) => m.name === MODEL && m.state === 'READY')?.version;
   const status = (id: string) => t.client.get<RolloutStatus>(`/v1/admin/rollouts/${id}`);
-  async function drive(id: string, until: (s: RolloutStatus) => boolean, what: string): Promise<RolloutStatus> {
+  async function drive(
+    id: string,
+    until: (s: RolloutStatus) => boolean,
+    what: string,
+  ): Promise<RolloutStatus> {
     let last: RolloutStatus | undefined;
     await waitFor(
       async () => {
@@ -51,7 +56,9 @@ describe('full agents follow rollouts', () => {
     const root = join(tempDir('pinned'), 'root.json');
     writeFileSync(root, await (await fetch(`${t.cp.url}/tuf/metadata/1.root.json`)).text());
     for (let i = 0; i < 3; i++) {
-      const { token } = await t.client.post<{ token: string }>('/v1/admin/enrolment-tokens', { tags: { line: 'a' } });
+      const { token } = await t.client.post<{ token: string }>('/v1/admin/enrolment-tokens', {
+        tags: { line: 'a' },
+      });
       const config = loadConfig({
         overrides: {
           deviceId: `agent-${i}`,
@@ -64,11 +71,16 @@ describe('full agents follow rollouts', () => {
           updates: { enabled: true, pinnedRoot: root },
         },
       });
-      const agent = createAgent(config, { logger: pino({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }) });
+      const agent = createAgent(config, {
+        logger: pino({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }),
+      });
       await agent.start();
       agents.push(agent);
     }
-    await waitFor(async () => (await t.client.get<unknown[]>('/v1/admin/devices')).length === 3, 'agents enrolled');
+    await waitFor(
+      async () => (await t.client.get<unknown[]>('/v1/admin/devices')).length === 3,
+      'agents enrolled',
+    );
   });
 
   after(async () => {
@@ -79,30 +91,59 @@ describe('full agents follow rollouts', () => {
 
   test('a good bundle reaches every agent; presence comes from the MQTT status topics', async () => {
     await waitFor(
-      async () => (await t.client.get<Array<{ presence: string; onlineSource: string }>>('/v1/admin/devices')).every((d) => d.presence === 'online' && d.onlineSource === 'mqtt'),
+      async () =>
+        (await t.client.get<Array<{ presence: string; onlineSource: string }>>('/v1/admin/devices')).every(
+          (d) => d.presence === 'online' && d.onlineSource === 'mqtt',
+        ),
       'agents online via MQTT',
     );
-    const r = await t.client.post<RolloutStatus>('/v1/admin/rollouts', { bundle: `${MODEL}@1.0.0`, selector: 'line=a', waves: '34,100', soak: '1m' });
-    const done = await drive(r.rollout.id, (s) => s.rollout.state === 'completed', 'rollout to 1.0.0 completed');
-    assert.equal(done.waves.reduce((n, w) => n + w.counts.success, 0), 3);
+    const r = await t.client.post<RolloutStatus>('/v1/admin/rollouts', {
+      bundle: `${MODEL}@1.0.0`,
+      selector: 'line=a',
+      waves: '34,100',
+      soak: '1m',
+    });
+    const done = await drive(
+      r.rollout.id,
+      (s) => s.rollout.state === 'completed',
+      'rollout to 1.0.0 completed',
+    );
+    assert.equal(
+      done.waves.reduce((n, w) => n + w.counts.success, 0),
+      3,
+    );
     assert.ok(agents.every((a) => running(a) === '1.0.0'));
-    const inv = await t.client.get<{ installed: Array<{ name: string; version: string; sha256: string }>; agentVersion: string; arch: string }>('/v1/admin/devices/agent-0');
+    const inv = await t.client.get<{
+      installed: Array<{ name: string; version: string; sha256: string }>;
+      agentVersion: string;
+      arch: string;
+    }>('/v1/admin/devices/agent-0');
     assert.equal(inv.installed.find((m) => m.name === MODEL)?.version, '1.0.0');
     assert.equal(inv.agentVersion, '0.1.0');
     assert.ok(inv.arch === 'x64' || inv.arch === 'arm64');
   });
 
   test('a bundle failing its sample check on the first agent halts the rollout; every agent keeps serving 1.0.0', async () => {
-    const r = await t.client.post<RolloutStatus>('/v1/admin/rollouts', { bundle: `${MODEL}@3.0.0`, selector: 'line=a', waves: '34,100', soak: '1m' });
+    const r = await t.client.post<RolloutStatus>('/v1/admin/rollouts', {
+      bundle: `${MODEL}@3.0.0`,
+      selector: 'line=a',
+      waves: '34,100',
+      soak: '1m',
+    });
     const halted = await drive(r.rollout.id, (s) => s.rollout.state === 'aborted', 'rollout aborted');
     assert.match(halted.rollout.reason ?? '', /gate failed/);
     const failed = halted.devices.find((d) => d.outcome === 'failure');
     assert.ok(failed !== undefined);
-    assert.ok(agents.every((a) => running(a) === '1.0.0'), 'the failing agent reverted on its own; the rest never installed');
+    assert.ok(
+      agents.every((a) => running(a) === '1.0.0'),
+      'the failing agent reverted on its own; the rest never installed',
+    );
     const res = await fetch(`http://127.0.0.1:${agents[0]?.httpPort}/v2/models/${MODEL}/infer`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 8], data: [0, 1, 2, 3, 4, 5, 6, 7] }] }),
+      body: JSON.stringify({
+        inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 8], data: [0, 1, 2, 3, 4, 5, 6, 7] }],
+      }),
     });
     assert.equal(res.status, 200);
   });
@@ -111,7 +152,8 @@ describe('full agents follow rollouts', () => {
     const last = agents.pop() as Agent;
     await last.stop();
     await waitFor(
-      async () => (await t.client.get<{ presence: string }>('/v1/admin/devices/agent-2')).presence === 'offline',
+      async () =>
+        (await t.client.get<{ presence: string }>('/v1/admin/devices/agent-2')).presence === 'offline',
       'agent-2 offline',
     );
   });

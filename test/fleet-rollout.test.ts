@@ -23,7 +23,11 @@ describe('fleet rollouts', () => {
   const status = (id: string) => t.client.get<RolloutStatus>(`/v1/admin/rollouts/${id}`);
 
   /** Runs the rollout forward: whenever a wave is soaking, moves the clock past the soak. */
-  async function drive(id: string, until: (s: RolloutStatus) => boolean, what: string): Promise<RolloutStatus> {
+  async function drive(
+    id: string,
+    until: (s: RolloutStatus) => boolean,
+    what: string,
+  ): Promise<RolloutStatus> {
     let last: RolloutStatus | undefined;
     await waitFor(
       async () => {
@@ -41,16 +45,25 @@ describe('fleet rollouts', () => {
   before(async () => {
     t = await startControlPlane();
     const dir = tempDir('fleet-bundles');
-    for (const b of [await exampleBundles.mlp(dir), await exampleBundles.mlpV2(dir), await exampleBundles.mlpBroken(dir)])
+    for (const b of [
+      await exampleBundles.mlp(dir),
+      await exampleBundles.mlpV2(dir),
+      await exampleBundles.mlpBroken(dir),
+    ])
       await publishBundle({ client: t.client, bundleDir: b.dir, targetsKeys: t.keys.targets });
     for (let i = 0; i < FLEET; i++) {
-      const { token } = await t.client.post<{ token: string }>('/v1/admin/enrolment-tokens', { tags: { site: 'plant-1', ring: i < 2 ? 'canary' : 'main' } });
+      const { token } = await t.client.post<{ token: string }>('/v1/admin/enrolment-tokens', {
+        tags: { site: 'plant-1', ring: i < 2 ? 'canary' : 'main' },
+      });
       const d = new FleetDevice(`dev-${String(i).padStart(2, '0')}`, t.cp.url, token);
       await d.provision();
       d.sync.start();
       devices.push(d);
     }
-    await waitFor(async () => (await t.client.get<unknown[]>('/v1/admin/devices')).length === FLEET, 'all devices enrolled');
+    await waitFor(
+      async () => (await t.client.get<unknown[]>('/v1/admin/devices')).length === FLEET,
+      'all devices enrolled',
+    );
   });
 
   after(async () => {
@@ -67,14 +80,23 @@ describe('fleet rollouts', () => {
       minReporting: 1,
       soak: '10m',
     });
-    assert.deepEqual(created.waves.map((w) => w.devices), [1, 1, 8, 10]);
+    assert.deepEqual(
+      created.waves.map((w) => w.devices),
+      [1, 1, 8, 10],
+    );
     const done = await drive(created.rollout.id, (s) => s.rollout.state === 'completed', 'rollout completed');
-    assert.equal(done.waves.reduce((n, w) => n + w.counts.success, 0), FLEET);
+    assert.equal(
+      done.waves.reduce((n, w) => n + w.counts.success, 0),
+      FLEET,
+    );
     await waitFor(() => devices.every((d) => d.version(MODEL) === '1.0.0'), 'every device runs 1.0.0');
     const types = done.events.map((e) => e.type);
     assert.equal(types.filter((x) => x === 'wave-started').length, 4);
     assert.equal(types.filter((x) => x === 'gate-passed').length, 4);
-    assert.ok(done.events.every((e) => e.reason.length > 0), 'every transition has a reason');
+    assert.ok(
+      done.events.every((e) => e.reason.length > 0),
+      'every transition has a reason',
+    );
     // The record of what runs comes from the devices' reports.
     const fleet = await t.client.get<Array<{ installed: Array<{ version: string }> }>>('/v1/admin/devices');
     assert.ok(fleet.every((d) => d.installed[0]?.version === '1.0.0'));
@@ -92,12 +114,17 @@ describe('fleet rollouts', () => {
     const halted = await drive(created.rollout.id, (s) => s.rollout.state === 'aborted', 'rollout aborted');
     assert.match(halted.rollout.reason ?? '', /wave 1 gate failed/);
     assert.equal(halted.waves[0]?.counts.failure, 1);
-    assert.deepEqual(halted.waves.slice(1).map((w) => w.counts.pending), halted.waves.slice(1).map((w) => w.devices));
+    assert.deepEqual(
+      halted.waves.slice(1).map((w) => w.counts.pending),
+      halted.waves.slice(1).map((w) => w.devices),
+    );
     assert.ok(halted.events.some((e) => e.type === 'reverted'));
     const failed = halted.devices.find((d) => d.outcome === 'failure');
     assert.match(failed?.detail ?? '', /sample check failed/);
     // Desired state is back on 1.0.0 for the canary, and every device still runs 1.0.0.
-    const canary = await t.client.get<{ assignments: Array<{ version: string }> }>(`/v1/admin/devices/${failed?.deviceId}`);
+    const canary = await t.client.get<{ assignments: Array<{ version: string }> }>(
+      `/v1/admin/devices/${failed?.deviceId}`,
+    );
     assert.equal(canary.assignments[0]?.version, '1.0.0');
     await new Promise((r) => setTimeout(r, 400));
     assert.ok(devices.every((d) => d.version(MODEL) === '1.0.0'));
@@ -113,12 +140,20 @@ describe('fleet rollouts', () => {
       soak: '10m',
     });
     const id = created.rollout.id;
-    const mid = await drive(id, (s) => s.rollout.wave === 1 && s.rollout.soakStartedAt !== null, 'wave 2 soaking');
+    const mid = await drive(
+      id,
+      (s) => s.rollout.wave === 1 && s.rollout.soakStartedAt !== null,
+      'wave 2 soaking',
+    );
     await t.restart();
     const resumed = await status(id);
     assert.equal(resumed.rollout.state, 'running');
     assert.equal(resumed.rollout.wave, 1);
-    assert.equal(resumed.rollout.soakStartedAt, mid.rollout.soakStartedAt, 'the soak continues, it does not restart');
+    assert.equal(
+      resumed.rollout.soakStartedAt,
+      mid.rollout.soakStartedAt,
+      'the soak continues, it does not restart',
+    );
     assert.ok(resumed.events.some((e) => e.type === 'resumed-after-restart'));
     const done = await drive(id, (s) => s.rollout.state === 'completed', 'rollout completed after restart');
     const starts = done.events.filter((e) => e.type === 'wave-started').map((e) => e.to);

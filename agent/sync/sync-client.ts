@@ -128,7 +128,10 @@ export class SyncClient extends EventEmitter<SyncEvents> {
         wait = this.backoff.next();
         // Log the first failure of a streak and then every tenth, not every retry.
         if (this.backoff.attempts === 1 || this.backoff.attempts % 10 === 0)
-          this.o.log.warn({ err: message, attempt: this.backoff.attempts, retryInMs: wait }, 'sync failed; keeping the current models');
+          this.o.log.warn(
+            { err: message, attempt: this.backoff.attempts, retryInMs: wait },
+            'sync failed; keeping the current models',
+          );
         this.lastError = message;
         this.emit('failed', err instanceof Error ? err : new Error(message));
       }
@@ -137,7 +140,12 @@ export class SyncClient extends EventEmitter<SyncEvents> {
     }
   }
 
-  private async http(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Response> {
+  private async http(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<Response> {
     const base = this.cred?.url ?? this.o.url;
     try {
       return await fetch(`${base}${path}`, {
@@ -151,9 +159,13 @@ export class SyncClient extends EventEmitter<SyncEvents> {
         signal: AbortSignal.timeout(this.o.requestTimeoutMs),
       });
     } catch (err) {
-      throw new OutpostError('DOWNLOAD_FAILED', `${method} ${base}${path}: ${err instanceof Error ? err.message : String(err)}`, {
-        cause: err,
-      });
+      throw new OutpostError(
+        'DOWNLOAD_FAILED',
+        `${method} ${base}${path}: ${err instanceof Error ? err.message : String(err)}`,
+        {
+          cause: err,
+        },
+      );
     }
   }
 
@@ -184,7 +196,12 @@ export class SyncClient extends EventEmitter<SyncEvents> {
   private async syncOnce(): Promise<SyncResult> {
     await this.ensureEnrolled();
     const id = encodeURIComponent(this.o.deviceId);
-    const res = await this.http('GET', `/v1/devices/${id}/desired`, undefined, this.etag === undefined ? {} : { 'if-none-match': this.etag });
+    const res = await this.http(
+      'GET',
+      `/v1/devices/${id}/desired`,
+      undefined,
+      this.etag === undefined ? {} : { 'if-none-match': this.etag },
+    );
     if (res.status === 401) {
       // The credential was revoked (device deleted): forget it so a new token can enrol again.
       this.cred = undefined;
@@ -224,7 +241,11 @@ export class SyncClient extends EventEmitter<SyncEvents> {
       outcomes,
       ...(this.desiredVersion === undefined ? {} : { desiredVersion: this.desiredVersion }),
     });
-    if (res.status !== 204) throw new OutpostError('DOWNLOAD_FAILED', `report refused: ${res.status} ${await res.text().catch(() => '')}`);
+    if (res.status !== 204)
+      throw new OutpostError(
+        'DOWNLOAD_FAILED',
+        `report refused: ${res.status} ${await res.text().catch(() => '')}`,
+      );
     this.pendingOutcomes.splice(0, outcomes.length);
     this.lastReported = snapshot;
   }

@@ -36,6 +36,12 @@ export class UpdaterBridge implements DesiredStateHandler {
     return this.registry
       .all()
       .filter((m) => m.state === 'READY')
-      .map((m) => ({ name: m.name, version: m.version, sha256: m.ref.sha256, releaseCounter: m.releaseCounter, state: m.state }));
+      .map((m) => ({
+        name: m.name,
+        version: m.version,
+        sha256: m.ref.sha256,
+        releaseCounter: m.releaseCounter,
+        state: m.state,
+      }));
   }
 }

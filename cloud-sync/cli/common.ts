@@ -1,5 +1,5 @@
-import { AdminClient } from '../client/admin-client.ts';
 import { OutpostError } from '../../shared/errors.ts';
+import { AdminClient } from '../client/admin-client.ts';
 
 /** Options every admin subcommand takes. */
 export const CLIENT_OPTIONS = {
@@ -19,8 +19,18 @@ export function clientFrom(values: { url?: string | undefined; token?: string | 
 
 export function table(rows: string[][]): string {
   const widths: number[] = [];
-  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
+  for (const r of rows)
+    r.forEach((c, i) => {
+      widths[i] = Math.max(widths[i] ?? 0, c.length);
+    });
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 export function ago(ms: number | null, now = Date.now()): string {
@@ -39,7 +49,9 @@ export function progressBar(label: string): (sent: number, total: number) => voi
     last = pct;
     const width = 30;
     const filled = Math.round((pct / 100) * width);
-    process.stderr.write(`\r  ${label} [${'█'.repeat(filled)}${'·'.repeat(width - filled)}] ${String(pct).padStart(3)}% ${(sent / 1e6).toFixed(1)}/${(total / 1e6).toFixed(1)} MB`);
+    process.stderr.write(
+      `\r  ${label} [${'█'.repeat(filled)}${'·'.repeat(width - filled)}] ${String(pct).padStart(3)}% ${(sent / 1e6).toFixed(1)}/${(total / 1e6).toFixed(1)} MB`,
+    );
     if (sent >= total) process.stderr.write('\n');
   };
 }

@@ -28,7 +28,10 @@ export async function runDevices(argv: string[]): Promise<number> {
   switch (verb) {
     case 'list': {
       const devices = await client.get<DeviceView[]>('/v1/admin/devices');
-      if (values.json === true) return print(devices), 0;
+      if (values.json === true) {
+        print(devices);
+        return 0;
+      }
       const rows = [['DEVICE', 'PRESENCE', 'SEEN', 'AGENT', 'ARCH', 'MODELS', 'TAGS']];
       for (const d of devices)
         rows.push([
@@ -38,7 +41,9 @@ export async function runDevices(argv: string[]): Promise<number> {
           d.agentVersion ?? '-',
           d.arch ?? '-',
           d.installed.map((m) => `${m.name}@${m.version}`).join(',') || '-',
-          Object.entries(d.tags).map(([k, v]) => `${k}=${v}`).join(',') || '-',
+          Object.entries(d.tags)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(',') || '-',
         ]);
       console.log(table(rows));
       return 0;
@@ -48,16 +53,26 @@ export async function runDevices(argv: string[]): Promise<number> {
       print(await client.get(`/v1/admin/devices/${encodeURIComponent(id)}`));
       return 0;
     case 'token': {
-      const body = { tags: parseTags(values.tag ?? []), ...(values.ttl === undefined ? {} : { ttl: values.ttl }) };
+      const body = {
+        tags: parseTags(values.tag ?? []),
+        ...(values.ttl === undefined ? {} : { ttl: values.ttl }),
+      };
       const t = await client.post<{ token: string; expiresAt: number }>('/v1/admin/enrolment-tokens', body);
-      if (values.json === true) return print(t), 0;
+      if (values.json === true) {
+        print(t);
+        return 0;
+      }
       console.log(t.token);
       console.error(`single-use; expires ${new Date(t.expiresAt).toISOString()}`);
       return 0;
     }
     case 'tag':
       if (id === undefined) break;
-      print(await client.request('PATCH', `/v1/admin/devices/${encodeURIComponent(id)}`, { tags: parseTags(rest) }));
+      print(
+        await client.request('PATCH', `/v1/admin/devices/${encodeURIComponent(id)}`, {
+          tags: parseTags(rest),
+        }),
+      );
       return 0;
     case 'delete':
       if (id === undefined) break;

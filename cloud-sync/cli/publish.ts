@@ -10,7 +10,11 @@ export async function runPublish(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { ...CLIENT_OPTIONS, key: { type: 'string', multiple: true }, 'expires-days': { type: 'string' } },
+    options: {
+      ...CLIENT_OPTIONS,
+      key: { type: 'string', multiple: true },
+      'expires-days': { type: 'string' },
+    },
   });
   const dir = positionals[0];
   if (dir === undefined || values.key === undefined || values.key.length === 0) {

@@ -15,11 +15,21 @@ export function formatStatus(s: RolloutStatus): string {
   ];
   const rows = [['WAVE', 'UPTO', 'DEVICES', 'OK', 'FAILED', 'TIMEOUT', 'PENDING']];
   for (const w of s.waves)
-    rows.push([String(w.index + 1), `${w.percent}%`, String(w.devices), String(w.counts.success), String(w.counts.failure), String(w.counts.timeout), String(w.counts.pending)]);
+    rows.push([
+      String(w.index + 1),
+      `${w.percent}%`,
+      String(w.devices),
+      String(w.counts.success),
+      String(w.counts.failure),
+      String(w.counts.timeout),
+      String(w.counts.pending),
+    ]);
   lines.push(table(rows).replace(/^/gm, '  '));
   lines.push('  events:');
   for (const e of s.events.slice(-12))
-    lines.push(`    ${new Date(e.ts).toISOString()}  ${e.type.padEnd(20)} ${e.deviceId === null ? '' : `${e.deviceId}: `}${e.reason}`);
+    lines.push(
+      `    ${new Date(e.ts).toISOString()}  ${e.type.padEnd(20)} ${e.deviceId === null ? '' : `${e.deviceId}: `}${e.reason}`,
+    );
   return lines.join('\n');
 }
 
@@ -43,7 +53,8 @@ export async function runRollout(argv: string[]): Promise<number> {
   });
   const [verb, id] = positionals;
   const client = clientFrom(values);
-  const show = (s: RolloutStatus) => console.log(values.json === true ? JSON.stringify(s, null, 2) : formatStatus(s));
+  const show = (s: RolloutStatus) =>
+    console.log(values.json === true ? JSON.stringify(s, null, 2) : formatStatus(s));
   if (verb === 'create') {
     if (values.bundle === undefined) {
       console.error(`usage:\n${ROLLOUT_USAGE}`);
@@ -63,7 +74,19 @@ export async function runRollout(argv: string[]): Promise<number> {
   if (verb === 'list') {
     const list = await client.get<RolloutRecord[]>('/v1/admin/rollouts');
     if (values.json === true) console.log(JSON.stringify(list, null, 2));
-    else console.log(table([['ID', 'BUNDLE', 'STATE', 'WAVE', 'REASON'], ...list.map((r) => [r.id, `${r.bundle}@${r.version}`, r.state, `${r.wave + 1}/${r.waves.length}`, r.reason ?? ''])]));
+    else
+      console.log(
+        table([
+          ['ID', 'BUNDLE', 'STATE', 'WAVE', 'REASON'],
+          ...list.map((r) => [
+            r.id,
+            `${r.bundle}@${r.version}`,
+            r.state,
+            `${r.wave + 1}/${r.waves.length}`,
+            r.reason ?? '',
+          ]),
+        ]),
+      );
     return 0;
   }
   if (id !== undefined && verb === 'status') {
@@ -76,7 +99,12 @@ export async function runRollout(argv: string[]): Promise<number> {
     }
   }
   if (id !== undefined && (verb === 'pause' || verb === 'resume' || verb === 'abort')) {
-    show(await client.post<RolloutStatus>(`/v1/admin/rollouts/${id}/${verb}`, values.reason === undefined ? {} : { reason: values.reason }));
+    show(
+      await client.post<RolloutStatus>(
+        `/v1/admin/rollouts/${id}/${verb}`,
+        values.reason === undefined ? {} : { reason: values.reason },
+      ),
+    );
     return 0;
   }
   console.error(`usage:\n${ROLLOUT_USAGE}`);

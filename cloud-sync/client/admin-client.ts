@@ -23,13 +23,28 @@ export class AdminClient {
         signal: AbortSignal.timeout(30_000),
       });
     } catch (err) {
-      throw new OutpostError('DOWNLOAD_FAILED', `cannot reach the control plane at ${this.url}: ${String(err)}`, { cause: err });
+      throw new OutpostError(
+        'DOWNLOAD_FAILED',
+        `cannot reach the control plane at ${this.url}: ${String(err)}`,
+        { cause: err },
+      );
     }
     const text = await res.text();
     const parsed: unknown = text === '' ? undefined : JSON.parse(text);
     if (!res.ok) {
       const message = (parsed as { error?: string } | undefined)?.error ?? res.statusText;
-      const code = res.status === 401 ? 'UNAUTHORIZED' : res.status === 403 ? 'FORBIDDEN' : res.status === 404 ? 'NOT_FOUND' : res.status === 409 ? 'CONFLICT' : res.status < 500 ? 'BAD_REQUEST' : 'INTERNAL';
+      const code =
+        res.status === 401
+          ? 'UNAUTHORIZED'
+          : res.status === 403
+            ? 'FORBIDDEN'
+            : res.status === 404
+              ? 'NOT_FOUND'
+              : res.status === 409
+                ? 'CONFLICT'
+                : res.status < 500
+                  ? 'BAD_REQUEST'
+                  : 'INTERNAL';
       throw new OutpostError(code, `${method} ${path}: ${res.status} ${message}`);
     }
     return parsed as T;
@@ -51,11 +66,19 @@ export class AdminClient {
   }
 
   /** Streams a file to the staging area, reporting bytes sent. */
-  async upload(file: string, sha256: string, onProgress?: (sent: number, total: number) => void): Promise<void> {
+  async upload(
+    file: string,
+    sha256: string,
+    onProgress?: (sent: number, total: number) => void,
+  ): Promise<void> {
     const total = (await stat(file)).size;
     const req = got.put(`${this.url}/v1/admin/uploads/${sha256}`, {
       body: createReadStream(file),
-      headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/octet-stream', 'content-length': String(total) },
+      headers: {
+        authorization: `Bearer ${this.token}`,
+        'content-type': 'application/octet-stream',
+        'content-length': String(total),
+      },
       timeout: { connect: 10_000, send: 600_000, response: 60_000 },
       retry: { limit: 0 },
       throwHttpErrors: false,
@@ -63,6 +86,9 @@ export class AdminClient {
     req.on('uploadProgress', (p) => onProgress?.(p.transferred, total));
     const res = await req;
     if (res.statusCode !== 201)
-      throw new OutpostError('BAD_REQUEST', `upload of ${file} failed: ${res.statusCode} ${String(res.body).slice(0, 200)}`);
+      throw new OutpostError(
+        'BAD_REQUEST',
+        `upload of ${file} failed: ${res.statusCode} ${String(res.body).slice(0, 200)}`,
+      );
   }
 }

@@ -1,7 +1,13 @@
 import { createHash } from 'node:crypto';
 import { canonicalize } from '@tufjs/canonical-json';
 import { OutpostError } from '../../shared/errors.ts';
-import { type DirectorDocument, type DirectorTarget, type SigningKey, signDirectorDocument, tufTime } from '../../shared/tuf/index.ts';
+import {
+  type DirectorDocument,
+  type DirectorTarget,
+  type SigningKey,
+  signDirectorDocument,
+  tufTime,
+} from '../../shared/tuf/index.ts';
 import type { Logger } from '../log.ts';
 import type { AssignmentRecord, Repository } from '../store/repository.ts';
 import type { TufHost } from '../tuf/repo-host.ts';
@@ -24,7 +30,10 @@ export interface DirectorOptions {
  * device and version so that its ETag stays stable between polls.
  */
 export class Director {
-  private readonly cache = new Map<string, { version: number; doc: DirectorDocument; etag: string; signedAt: number }>();
+  private readonly cache = new Map<
+    string,
+    { version: number; doc: DirectorDocument; etag: string; signedAt: number }
+  >();
 
   constructor(private readonly options: DirectorOptions) {}
 
@@ -67,7 +76,13 @@ export class Director {
     const at = now();
     // Version 0 means "never assigned anything"; the document format starts at 1.
     const doc = signDirectorDocument(
-      { deviceId, version: version + 1, expires: tufTime(new Date(at + expiryMs)), issuedAt: tufTime(new Date(at)), targets },
+      {
+        deviceId,
+        version: version + 1,
+        expires: tufTime(new Date(at + expiryMs)),
+        issuedAt: tufTime(new Date(at)),
+        targets,
+      },
       [this.options.key],
     );
     const bytes = Buffer.from(canonicalize(doc.signed));

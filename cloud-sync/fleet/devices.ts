@@ -47,7 +47,9 @@ export type DeviceReport = z.infer<typeof reportSchema>;
 export const enrolSchema = z
   .object({
     token: z.string().min(1).max(256),
-    deviceId: z.string().refine(isTopicLevel, 'must be 1-128 letters, digits, . _ - (it becomes an MQTT topic level)'),
+    deviceId: z
+      .string()
+      .refine(isTopicLevel, 'must be 1-128 letters, digits, . _ - (it becomes an MQTT topic level)'),
     arch: z.string().max(32).optional(),
     agentVersion: z.string().max(64).optional(),
   })
@@ -74,7 +76,14 @@ export class DeviceService {
     const { repo, now } = this.options;
     const token = newSecret('oet');
     const expiresAt = now() + (ttlMs ?? this.options.tokenTtlMs);
-    repo.createEnrolmentToken({ tokenHash: hashSecret(token), tags, createdAt: now(), expiresAt, usedAt: null, usedBy: null });
+    repo.createEnrolmentToken({
+      tokenHash: hashSecret(token),
+      tags,
+      createdAt: now(),
+      expiresAt,
+      usedAt: null,
+      usedBy: null,
+    });
     return { token, expiresAt };
   }
 
@@ -87,7 +96,8 @@ export class DeviceService {
       if (repo.getDevice(req.deviceId) !== undefined)
         throw new OutpostError('CONFLICT', `device ${req.deviceId} is already enrolled`);
       const token = repo.consumeEnrolmentToken(hashSecret(req.token), req.deviceId, now());
-      if (token === undefined) throw new OutpostError('UNAUTHORIZED', 'enrolment token unknown, expired or already used');
+      if (token === undefined)
+        throw new OutpostError('UNAUTHORIZED', 'enrolment token unknown, expired or already used');
       repo.createDevice({
         id: req.deviceId,
         credentialHash: hashSecret(credential),
@@ -100,7 +110,15 @@ export class DeviceService {
         online: false,
         onlineSource: 'http',
       });
-      repo.addEvent({ ts: now(), rolloutId: null, deviceId: req.deviceId, type: 'enrolled', from: null, to: null, reason: `enrolled with tags ${JSON.stringify(token.tags)}` });
+      repo.addEvent({
+        ts: now(),
+        rolloutId: null,
+        deviceId: req.deviceId,
+        type: 'enrolled',
+        from: null,
+        to: null,
+        reason: `enrolled with tags ${JSON.stringify(token.tags)}`,
+      });
     });
     log.info({ deviceId: req.deviceId }, 'device enrolled');
     return { deviceId: req.deviceId, credential };
@@ -111,7 +129,8 @@ export class DeviceService {
     if (credential === undefined) throw new OutpostError('UNAUTHORIZED', 'device credential required');
     const device = this.options.repo.getDeviceByCredential(hashSecret(credential));
     if (device === undefined) throw new OutpostError('UNAUTHORIZED', 'unknown device credential');
-    if (device.id !== deviceId) throw new OutpostError('FORBIDDEN', `this credential belongs to ${device.id}, not ${deviceId}`);
+    if (device.id !== deviceId)
+      throw new OutpostError('FORBIDDEN', `this credential belongs to ${device.id}, not ${deviceId}`);
     return device;
   }
 
@@ -136,13 +155,22 @@ export class DeviceService {
           to: `${o.model}@${o.version}`,
           reason: o.detail === '' ? (o.ok ? 'installed' : 'failed') : o.detail,
         });
-        rollouts.recordOutcome(device.id, o.model, o.version, o.ok, o.detail === '' ? 'install failed' : o.detail);
+        rollouts.recordOutcome(
+          device.id,
+          o.model,
+          o.version,
+          o.ok,
+          o.detail === '' ? 'install failed' : o.detail,
+        );
       }
     });
   }
 
   /** Presence and inventory from the retained MQTT status topic. */
-  mqttStatus(deviceId: string, status: { state?: unknown; agentVersion?: unknown; arch?: unknown; models?: unknown }): void {
+  mqttStatus(
+    deviceId: string,
+    status: { state?: unknown; agentVersion?: unknown; arch?: unknown; models?: unknown },
+  ): void {
     const { repo, now } = this.options;
     if (repo.getDevice(deviceId) === undefined) return;
     const patch: Partial<DeviceRecord> = { online: status.state === 'online', onlineSource: 'mqtt' };

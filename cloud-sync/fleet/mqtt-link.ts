@@ -57,7 +57,10 @@ export class MqttLink {
       if (typeof body !== 'object' || body === null) return;
       // Status is published as an envelope (`body` holds the status) or bare (a Last Will).
       const env = body as { body?: unknown };
-      const status = (typeof env.body === 'object' && env.body !== null ? env.body : body) as Record<string, unknown>;
+      const status = (typeof env.body === 'object' && env.body !== null ? env.body : body) as Record<
+        string,
+        unknown
+      >;
       try {
         this.options.onStatus(parsed.deviceId, status);
       } catch (err) {
@@ -70,9 +73,14 @@ export class MqttLink {
   nudge(deviceId: string): void {
     const client = this.client;
     if (client === undefined || !client.connected) return;
-    client.publish(topics.cmd(deviceId, 'sync'), JSON.stringify({ id: ulid(), args: {} }), { qos: 1 }, (err) => {
-      if (err) this.options.log.debug({ err, deviceId }, 'sync nudge not sent');
-    });
+    client.publish(
+      topics.cmd(deviceId, 'sync'),
+      JSON.stringify({ id: ulid(), args: {} }),
+      { qos: 1 },
+      (err) => {
+        if (err) this.options.log.debug({ err, deviceId }, 'sync nudge not sent');
+      },
+    );
   }
 
   async stop(): Promise<void> {

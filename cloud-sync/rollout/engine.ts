@@ -65,7 +65,14 @@ export class RolloutEngine {
     const { repo, now } = this.options;
     for (const r of repo.listRollouts()) {
       if (r.state === 'running' || r.state === 'paused')
-        this.event(r.id, null, 'resumed-after-restart', r.state, r.state, `control plane started; rollout ${r.state} at wave ${r.wave + 1}`);
+        this.event(
+          r.id,
+          null,
+          'resumed-after-restart',
+          r.state,
+          r.state,
+          `control plane started; rollout ${r.state} at wave ${r.wave + 1}`,
+        );
     }
     void now;
     this.tick();
@@ -99,7 +106,10 @@ export class RolloutEngine {
         .listRollouts()
         .find((r) => r.bundle === spec.bundle && (r.state === 'running' || r.state === 'paused'));
       if (busy !== undefined)
-        throw new OutpostError('CONFLICT', `rollout ${busy.id} of ${spec.bundle} is still ${busy.state}; abort it first`);
+        throw new OutpostError(
+          'CONFLICT',
+          `rollout ${busy.id} of ${spec.bundle} is still ${busy.state}; abort it first`,
+        );
       const devices = repo.listDevices().filter((d) => matches(d, spec.selector));
       if (devices.length === 0) throw new OutpostError('BAD_REQUEST', 'the selector matches no device');
       const id = ulid(now());
@@ -116,10 +126,15 @@ export class RolloutEngine {
         reason: 'created',
       };
       repo.createRollout(rollout);
-      const plan = planWaves(id, devices.map((d) => d.id), spec.waves);
+      const plan = planWaves(
+        id,
+        devices.map((d) => d.id),
+        spec.waves,
+      );
       plan.forEach((ids, wave) => {
         for (const deviceId of ids) {
-          const previous = repo.getAssignments(deviceId).find((a) => a.model === spec.bundle)?.version ?? null;
+          const previous =
+            repo.getAssignments(deviceId).find((a) => a.model === spec.bundle)?.version ?? null;
           repo.addRolloutDevice({
             rolloutId: id,
             deviceId,
@@ -150,17 +165,30 @@ export class RolloutEngine {
     const devices = repo.listRolloutDevices(rollout.id).filter((d) => d.wave === wave);
     for (const d of devices) {
       director.assign(d.deviceId, rollout.bundle, rollout.version, rollout.id);
-      repo.updateRolloutDevice(rollout.id, d.deviceId, { assignedAt: now(), outcome: 'pending', outcomeAt: null, detail: null });
+      repo.updateRolloutDevice(rollout.id, d.deviceId, {
+        assignedAt: now(),
+        outcome: 'pending',
+        outcomeAt: null,
+        detail: null,
+      });
     }
     repo.updateRollout(rollout.id, { wave, waveStartedAt: now(), soakStartedAt: null, updatedAt: now() });
-    this.event(rollout.id, null, 'wave-started', `wave ${wave}`, `wave ${wave + 1}`, `wave ${wave + 1} (${rollout.waves[wave]}%): ${devices.length} devices told to install`);
+    this.event(
+      rollout.id,
+      null,
+      'wave-started',
+      `wave ${wave}`,
+      `wave ${wave + 1}`,
+      `wave ${wave + 1} (${rollout.waves[wave]}%): ${devices.length} devices told to install`,
+    );
   }
 
   /** A device's report of an install outcome: a failure counts at once, even after an earlier success. */
   recordOutcome(deviceId: string, model: string, version: string, ok: boolean, detail: string): void {
     const { repo, now } = this.options;
     for (const r of repo.listRollouts()) {
-      if (r.bundle !== model || r.version !== version || (r.state !== 'running' && r.state !== 'paused')) continue;
+      if (r.bundle !== model || r.version !== version || (r.state !== 'running' && r.state !== 'paused'))
+        continue;
       const d = repo.listRolloutDevices(r.id).find((x) => x.deviceId === deviceId);
       if (d === undefined || d.assignedAt === null) continue;
       if (ok || d.outcome === 'failure') continue;
@@ -189,12 +217,26 @@ export class RolloutEngine {
       if (d.outcome !== 'pending' || d.assignedAt === null) continue;
       const device = repo.getDevice(d.deviceId);
       const runs = device?.installed.some(
-        (m) => m.name === r.bundle && m.version === r.version && (m.state === undefined || m.state === 'READY' || m.state === 'active'),
+        (m) =>
+          m.name === r.bundle &&
+          m.version === r.version &&
+          (m.state === undefined || m.state === 'READY' || m.state === 'active'),
       );
       if (runs === true) {
-        repo.updateRolloutDevice(r.id, d.deviceId, { outcome: 'success', outcomeAt: at, detail: 'device reports it runs the version' });
+        repo.updateRolloutDevice(r.id, d.deviceId, {
+          outcome: 'success',
+          outcomeAt: at,
+          detail: 'device reports it runs the version',
+        });
         d.outcome = 'success';
-        this.event(r.id, d.deviceId, 'device-succeeded', 'pending', 'success', `device reports ${r.bundle}@${r.version} running`);
+        this.event(
+          r.id,
+          d.deviceId,
+          'device-succeeded',
+          'pending',
+          'success',
+          `device reports ${r.bundle}@${r.version} running`,
+        );
       } else if (at - d.assignedAt > r.deviceTimeoutMs) {
         const detail = `no report of ${r.version} within ${Math.round(r.deviceTimeoutMs / 1000)} s`;
         repo.updateRolloutDevice(r.id, d.deviceId, { outcome: 'timeout', outcomeAt: at, detail });
@@ -216,7 +258,14 @@ export class RolloutEngine {
     if (done < total) return;
     if (r.soakStartedAt === null) {
       repo.updateRollout(r.id, { soakStartedAt: at, updatedAt: at });
-      this.event(r.id, null, 'gate-passed', `wave ${r.wave + 1}`, 'soaking', `wave ${r.wave + 1} gate passed: ${done - failed}/${total} installed, ${failed} failed; soaking ${Math.round(r.soakMs / 1000)} s`);
+      this.event(
+        r.id,
+        null,
+        'gate-passed',
+        `wave ${r.wave + 1}`,
+        'soaking',
+        `wave ${r.wave + 1} gate passed: ${done - failed}/${total} installed, ${failed} failed; soaking ${Math.round(r.soakMs / 1000)} s`,
+      );
       if (r.soakMs > 0) return;
     } else if (at - r.soakStartedAt < r.soakMs) return;
     if (r.wave + 1 >= r.waves.length) {
@@ -242,7 +291,14 @@ export class RolloutEngine {
       director.assign(d.deviceId, r.bundle, d.previousVersion, null);
       n++;
     }
-    this.event(r.id, null, 'reverted', r.version, 'previous', `desired state of ${n} devices reverted: ${reason}`);
+    this.event(
+      r.id,
+      null,
+      'reverted',
+      r.version,
+      'previous',
+      `desired state of ${n} devices reverted: ${reason}`,
+    );
   }
 
   private get(id: string): RolloutRecord {
@@ -270,7 +326,12 @@ export class RolloutEngine {
         const current = repo.getAssignments(d.deviceId).find((a) => a.model === r.bundle);
         if (current?.version === r.version && d.outcome === 'success') continue;
         director.assign(d.deviceId, r.bundle, r.version, r.id);
-        repo.updateRolloutDevice(r.id, d.deviceId, { assignedAt: now(), outcome: 'pending', outcomeAt: null, detail: null });
+        repo.updateRolloutDevice(r.id, d.deviceId, {
+          assignedAt: now(),
+          outcome: 'pending',
+          outcomeAt: null,
+          detail: null,
+        });
       }
       repo.updateRollout(r.id, { soakStartedAt: null, waveStartedAt: now() });
       this.transition(r, 'running', reason);

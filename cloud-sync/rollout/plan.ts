@@ -22,7 +22,8 @@ export function matches(device: DeviceRecord, selector: Record<string, string>):
 
 /** `1,10,50,100` → cumulative percentages, strictly ascending, ending at 100. */
 export function parseWaves(value: string | number[]): number[] {
-  const waves = typeof value === 'string' ? value.split(',').map((s) => Number(s.trim().replace(/%$/, ''))) : value;
+  const waves =
+    typeof value === 'string' ? value.split(',').map((s) => Number(s.trim().replace(/%$/, ''))) : value;
   if (waves.length === 0 || waves.some((w) => !Number.isFinite(w) || w <= 0 || w > 100))
     throw new OutpostError('BAD_REQUEST', 'waves must be percentages in (0, 100], e.g. 1,10,50,100');
   for (let i = 1; i < waves.length; i++)
@@ -34,8 +35,14 @@ export function parseWaves(value: string | number[]): number[] {
 
 /** `5%` or `0.05` → 0.05. */
 export function parseRate(value: string | number): number {
-  const n = typeof value === 'number' ? value : value.trim().endsWith('%') ? Number(value.trim().slice(0, -1)) / 100 : Number(value);
-  if (!Number.isFinite(n) || n < 0 || n > 1) throw new OutpostError('BAD_REQUEST', `failure rate ${value} must be 0%-100%`);
+  const n =
+    typeof value === 'number'
+      ? value
+      : value.trim().endsWith('%')
+        ? Number(value.trim().slice(0, -1)) / 100
+        : Number(value);
+  if (!Number.isFinite(n) || n < 0 || n > 1)
+    throw new OutpostError('BAD_REQUEST', `failure rate ${value} must be 0%-100%`);
   return n;
 }
 
@@ -43,7 +50,8 @@ export function parseRate(value: string | number): number {
 export function parseDuration(value: string | number): number {
   if (typeof value === 'number') return value;
   const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/.exec(value.trim());
-  if (m === null) throw new OutpostError('BAD_REQUEST', `duration "${value}" must look like 500ms, 30s, 10m, 2h`);
+  if (m === null)
+    throw new OutpostError('BAD_REQUEST', `duration "${value}" must look like 500ms, 30s, 10m, 2h`);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms'];
   return Math.round(Number(m[1]) * unit);
 }

@@ -25,7 +25,8 @@ export function bearer(req: FastifyRequest): string | undefined {
 /** Constant-time comparison of the operator token (compared as hashes, so lengths match). */
 export function checkOperator(req: FastifyRequest, operatorToken: string): void {
   const given = bearer(req);
-  if (given === undefined) throw new OutpostError('UNAUTHORIZED', 'the admin API needs Authorization: Bearer <operator token>');
+  if (given === undefined)
+    throw new OutpostError('UNAUTHORIZED', 'the admin API needs Authorization: Bearer <operator token>');
   const a = createHash('sha256').update(given).digest();
   const b = createHash('sha256').update(operatorToken).digest();
   if (!timingSafeEqual(a, b)) throw new OutpostError('UNAUTHORIZED', 'wrong operator token');

@@ -24,7 +24,12 @@ export const controlPlaneSchema = z
     dataDir: z.string().default('./outpost-control-plane'),
     /** Bearer token of the admin API (`OUTPOST_OPERATOR_TOKEN`). */
     operatorToken: z.string().min(16, 'must be at least 16 characters'),
-    log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().prefault({}),
+    log: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .strict()
+      .prefault({}),
     database: z
       .object({ kind: z.literal('sqlite').default('sqlite'), path: z.string().optional() })
       .strict()
@@ -40,7 +45,11 @@ export const controlPlaneSchema = z
         timestampExpiry: duration.default(86_400_000),
         /** How often the cron job checks whether the timestamp needs re-signing. */
         refreshCron: z.string().default('*/5 * * * *'),
-        maxUploadBytes: z.number().int().min(1024).default(2 * 1024 ** 3),
+        maxUploadBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(2 * 1024 ** 3),
       })
       .strict()
       .prefault({}),
@@ -49,7 +58,10 @@ export const controlPlaneSchema = z
       .strict()
       .prefault({}),
     rollouts: z
-      .object({ tickMs: z.number().int().min(10).default(1000), deviceTimeout: duration.default(30 * 60_000) })
+      .object({
+        tickMs: z.number().int().min(10).default(1000),
+        deviceTimeout: duration.default(30 * 60_000),
+      })
       .strict()
       .prefault({}),
     devices: z
@@ -62,7 +74,11 @@ export const controlPlaneSchema = z
       .prefault({}),
     /** Given a broker, the control plane follows device status topics and sends `cmd/sync`. */
     mqtt: z
-      .object({ url: z.string().regex(/^(mqtts?|wss?|tcp|ssl):\/\//), username: z.string().optional(), password: z.string().optional() })
+      .object({
+        url: z.string().regex(/^(mqtts?|wss?|tcp|ssl):\/\//),
+        username: z.string().optional(),
+        password: z.string().optional(),
+      })
       .strict()
       .optional(),
   })
@@ -83,7 +99,9 @@ export function loadControlPlaneConfig(options: {
     try {
       raw = JSON.parse(readFileSync(options.file, 'utf8')) as Record<string, unknown>;
     } catch (err) {
-      throw new OutpostError('CONFIG_INVALID', `cannot read config file ${options.file}: ${String(err)}`, { cause: err });
+      throw new OutpostError('CONFIG_INVALID', `cannot read config file ${options.file}: ${String(err)}`, {
+        cause: err,
+      });
     }
     base = resolve(options.file, '..');
   }
@@ -92,11 +110,15 @@ export function loadControlPlaneConfig(options: {
   if (env.OUTPOST_CP_HOST !== undefined) raw.host = env.OUTPOST_CP_HOST;
   if (env.OUTPOST_CP_PORT !== undefined) raw.port = Number(env.OUTPOST_CP_PORT);
   if (env.OUTPOST_CP_DATA_DIR !== undefined) raw.dataDir = env.OUTPOST_CP_DATA_DIR;
-  if (env.OUTPOST_CP_MQTT_URL !== undefined) raw.mqtt = { ...(raw.mqtt as object | undefined), url: env.OUTPOST_CP_MQTT_URL };
+  if (env.OUTPOST_CP_MQTT_URL !== undefined)
+    raw.mqtt = { ...(raw.mqtt as object | undefined), url: env.OUTPOST_CP_MQTT_URL };
   const merged = { ...raw, ...(options.overrides ?? {}) };
   const result = controlPlaneSchema.safeParse(merged);
   if (!result.success)
-    throw new OutpostError('CONFIG_INVALID', `invalid control plane configuration: ${describeIssues(result.error).join('; ')}`);
+    throw new OutpostError(
+      'CONFIG_INVALID',
+      `invalid control plane configuration: ${describeIssues(result.error).join('; ')}`,
+    );
   const config = result.data;
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
   config.dataDir = abs(config.dataDir);

@@ -8,7 +8,9 @@ import type { Services } from './services.ts';
 
 const tags = z.record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/), z.string().max(128));
 
-const tokenBody = z.object({ tags: tags.default({}), ttl: z.union([z.string(), z.number()]).optional() }).strict();
+const tokenBody = z
+  .object({ tags: tags.default({}), ttl: z.union([z.string(), z.number()]).optional() })
+  .strict();
 
 const rolloutBody = z
   .object({
@@ -64,12 +66,19 @@ export function registerAdminRoutes(app: FastifyInstance, s: Services): void {
     });
 
     /** Direct assignment outside a rollout (a lab box, a first install). */
-    admin.put<{ Params: { id: string; model: string } }>('/v1/admin/devices/:id/assignments/:model', async (req) => {
-      const body = parseOrThrow(z.object({ version: z.string().nullable() }).strict(), req.body, 'assignment');
-      s.devices.get(req.params.id);
-      s.director.assign(req.params.id, req.params.model, body.version, null);
-      return { assignments: s.director.assignments(req.params.id) };
-    });
+    admin.put<{ Params: { id: string; model: string } }>(
+      '/v1/admin/devices/:id/assignments/:model',
+      async (req) => {
+        const body = parseOrThrow(
+          z.object({ version: z.string().nullable() }).strict(),
+          req.body,
+          'assignment',
+        );
+        s.devices.get(req.params.id);
+        s.director.assign(req.params.id, req.params.model, body.version, null);
+        return { assignments: s.director.assignments(req.params.id) };
+      },
+    );
 
     admin.post('/v1/admin/rollouts', async (req, reply) => {
       const body = parseOrThrow(rolloutBody, req.body, 'rollout');
@@ -82,7 +91,8 @@ export function registerAdminRoutes(app: FastifyInstance, s: Services): void {
         maxFailureRate: parseRate(body.maxFailureRate),
         minReporting: body.minReporting,
         soakMs: parseDuration(body.soak),
-        deviceTimeoutMs: body.deviceTimeout === undefined ? s.defaultDeviceTimeoutMs : parseDuration(body.deviceTimeout),
+        deviceTimeoutMs:
+          body.deviceTimeout === undefined ? s.defaultDeviceTimeoutMs : parseDuration(body.deviceTimeout),
         onFailure: body.onFailure,
       });
       return reply.code(201).send(s.rollouts.status(rollout.id));
@@ -90,7 +100,9 @@ export function registerAdminRoutes(app: FastifyInstance, s: Services): void {
 
     admin.get('/v1/admin/rollouts', async () => s.repo.listRollouts());
 
-    admin.get<{ Params: { id: string } }>('/v1/admin/rollouts/:id', async (req) => s.rollouts.status(req.params.id));
+    admin.get<{ Params: { id: string } }>('/v1/admin/rollouts/:id', async (req) =>
+      s.rollouts.status(req.params.id),
+    );
 
     for (const action of ['pause', 'resume', 'abort'] as const) {
       admin.post<{ Params: { id: string } }>(`/v1/admin/rollouts/:id/${action}`, async (req) => {
@@ -106,7 +118,8 @@ export function registerAdminRoutes(app: FastifyInstance, s: Services): void {
 
     admin.get<{ Querystring: { limit?: string } }>('/v1/admin/events', async (req) => {
       const limit = req.query.limit === undefined ? 200 : Number(req.query.limit);
-      if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new OutpostError('BAD_REQUEST', 'limit must be 1-10000');
+      if (!Number.isInteger(limit) || limit < 1 || limit > 10_000)
+        throw new OutpostError('BAD_REQUEST', 'limit must be 1-10000');
       return s.repo.listEvents({ limit });
     });
   });

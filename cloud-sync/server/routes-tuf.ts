@@ -5,8 +5,8 @@ import { dirname } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { FastifyInstance } from 'fastify';
-import { OutpostError } from '../../shared/errors.ts';
 import { MANIFEST_FILE } from '../../shared/bundle/manifest.ts';
+import { OutpostError } from '../../shared/errors.ts';
 import { targetUrlPath } from '../../shared/tuf/index.ts';
 import { checkOperator } from './auth.ts';
 import { sendFile } from './send-file.ts';
@@ -60,7 +60,10 @@ export function registerTufRoutes(app: FastifyInstance, s: Services): void {
       const digest = hash.digest('hex');
       if (digest !== req.params.sha256) {
         await rm(tmp, { force: true });
-        throw new OutpostError('BAD_REQUEST', `upload has sha256 ${digest}, the URL says ${req.params.sha256}`);
+        throw new OutpostError(
+          'BAD_REQUEST',
+          `upload has sha256 ${digest}, the URL says ${req.params.sha256}`,
+        );
       }
       await rename(tmp, target);
       return reply.code(201).send({ sha256: digest, bytes });
@@ -68,7 +71,8 @@ export function registerTufRoutes(app: FastifyInstance, s: Services): void {
 
     admin.post<{ Body: { targets?: unknown } }>('/v1/admin/publish', async (req) => {
       const body = req.body as { targets?: unknown } | undefined;
-      if (body?.targets === undefined) throw new OutpostError('BAD_REQUEST', 'body must be {"targets": <signed targets metadata>}');
+      if (body?.targets === undefined)
+        throw new OutpostError('BAD_REQUEST', 'body must be {"targets": <signed targets metadata>}');
       const result = await s.tuf.acceptTargets(body.targets);
       // Bundles come from the signed metadata itself: what the operator signed is what is listed.
       const published: string[] = [];
@@ -79,12 +83,21 @@ export function registerTufRoutes(app: FastifyInstance, s: Services): void {
         if (manifestPath !== undefined) {
           const t = s.tuf.targets.signed.targets[manifestPath];
           const f = t === undefined ? undefined : await s.tuf.resolveFile('targets', targetUrlPath(t));
-          if (f !== undefined) manifest = JSON.parse(await readFile(f.file, 'utf8')) as Record<string, unknown>;
+          if (f !== undefined)
+            manifest = JSON.parse(await readFile(f.file, 'utf8')) as Record<string, unknown>;
         }
         s.repo.putBundle({ ...b, manifest, publishedAt: s.now() });
         published.push(`${b.name}@${b.version}`);
       }
-      s.repo.addEvent({ ts: s.now(), rolloutId: null, deviceId: null, type: 'published', from: null, to: `targets v${result.version}`, reason: `published ${published.join(', ') || 'no new bundle'}` });
+      s.repo.addEvent({
+        ts: s.now(),
+        rolloutId: null,
+        deviceId: null,
+        type: 'published',
+        from: null,
+        to: `targets v${result.version}`,
+        reason: `published ${published.join(', ') || 'no new bundle'}`,
+      });
       return { ...result, bundles: published };
     });
 

@@ -14,7 +14,11 @@ export function sendFile(
   cacheControl: string,
 ): FastifyReply {
   const etag = `"${f.size.toString(16)}-${Math.floor(f.mtimeMs).toString(16)}"`;
-  reply.header('etag', etag).header('accept-ranges', 'bytes').header('cache-control', cacheControl).type(contentType);
+  reply
+    .header('etag', etag)
+    .header('accept-ranges', 'bytes')
+    .header('cache-control', cacheControl)
+    .type(contentType);
   const range = req.headers.range;
   const ifRange = req.headers['if-range'];
   const m = typeof range === 'string' ? /^bytes=(\d+)-(\d*)$/.exec(range) : null;
@@ -24,7 +28,10 @@ export function sendFile(
     if (start >= f.size || start > end) {
       return reply.code(416).header('content-range', `bytes */${f.size}`).send();
     }
-    reply.code(206).header('content-range', `bytes ${start}-${end}/${f.size}`).header('content-length', end - start + 1);
+    reply
+      .code(206)
+      .header('content-range', `bytes ${start}-${end}/${f.size}`)
+      .header('content-length', end - start + 1);
     return reply.send(createReadStream(f.file, { start, end }));
   }
   reply.header('content-length', f.size);

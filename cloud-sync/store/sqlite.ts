@@ -270,15 +270,15 @@ export class SqliteRepository implements Repository {
   }
 
   getAssignments(deviceId: string): AssignmentRecord[] {
-    return (this.stmt('SELECT * FROM assignments WHERE device_id = ? ORDER BY model').all(deviceId) as Row[]).map(
-      (r) => ({
-        deviceId: String(r.device_id),
-        model: String(r.model),
-        version: String(r.version),
-        rolloutId: str(r.rollout_id),
-        assignedAt: Number(r.assigned_at),
-      }),
-    );
+    return (
+      this.stmt('SELECT * FROM assignments WHERE device_id = ? ORDER BY model').all(deviceId) as Row[]
+    ).map((r) => ({
+      deviceId: String(r.device_id),
+      model: String(r.model),
+      version: String(r.version),
+      rolloutId: str(r.rollout_id),
+      assignedAt: Number(r.assigned_at),
+    }));
   }
 
   setAssignment(a: AssignmentRecord): void {
@@ -411,7 +411,15 @@ export class SqliteRepository implements Repository {
 
   listReports(deviceId: string, limit: number): ReportRecord[] {
     return (
-      this.stmt('SELECT * FROM reports WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(deviceId, limit) as Row[]
-    ).map((r) => ({ deviceId: String(r.device_id), ts: Number(r.ts), kind: String(r.kind), body: parse(r.body) }));
+      this.stmt('SELECT * FROM reports WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(
+        deviceId,
+        limit,
+      ) as Row[]
+    ).map((r) => ({
+      deviceId: String(r.device_id),
+      ts: Number(r.ts),
+      kind: String(r.kind),
+      body: parse(r.body),
+    }));
   }
 }

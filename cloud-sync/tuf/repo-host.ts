@@ -10,8 +10,8 @@ import {
   buildSnapshot,
   buildTimestamp,
   countValidSignatures,
-  directorTargetsForBundle,
   type DirectorTarget,
+  directorTargetsForBundle,
   expiresIn,
   parseRoot,
   parseTargets,
@@ -109,10 +109,16 @@ export class TufHost {
     }
     const { valid, threshold } = countValidSignatures(this.repo.root, 'targets', md);
     if (valid < threshold)
-      throw new OutpostError('FORBIDDEN', `targets metadata has ${valid} of the ${threshold} targets signatures root requires`);
+      throw new OutpostError(
+        'FORBIDDEN',
+        `targets metadata has ${valid} of the ${threshold} targets signatures root requires`,
+      );
     const current = this.repo.targets.signed.version;
     if (md.signed.version <= current)
-      throw new OutpostError('CONFLICT', `targets version ${md.signed.version} is not above the served ${current}`);
+      throw new OutpostError(
+        'CONFLICT',
+        `targets version ${md.signed.version} is not above the served ${current}`,
+      );
     if (md.signed.isExpired(new Date(this.options.now())))
       throw new OutpostError('BAD_REQUEST', `targets metadata expired at ${md.signed.expires}`);
     const added: string[] = [];
@@ -128,10 +134,16 @@ export class TufHost {
       try {
         bytes = await readFile(path);
       } catch {
-        throw new OutpostError('BAD_REQUEST', `target ${target.path} (sha256 ${sha.slice(0, 12)}…) was not uploaded`);
+        throw new OutpostError(
+          'BAD_REQUEST',
+          `target ${target.path} (sha256 ${sha.slice(0, 12)}…) was not uploaded`,
+        );
       }
       if (bytes.length !== target.length || createHash('sha256').update(bytes).digest('hex') !== sha)
-        throw new OutpostError('BAD_REQUEST', `the upload for ${target.path} does not match its length and sha256`);
+        throw new OutpostError(
+          'BAD_REQUEST',
+          `the upload for ${target.path} does not match its length and sha256`,
+        );
       await this.repo.putTargetContent(target, path);
       added.push(target.path);
       staged.push(path);
@@ -139,7 +151,10 @@ export class TufHost {
     await this.repo.writeTargets(md);
     await this.signSnapshot();
     for (const p of staged) await rm(p, { force: true });
-    this.options.log.info({ version: md.signed.version, added }, 'targets accepted; snapshot and timestamp signed');
+    this.options.log.info(
+      { version: md.signed.version, added },
+      'targets accepted; snapshot and timestamp signed',
+    );
     return { version: md.signed.version, added };
   }
 
@@ -157,7 +172,10 @@ export class TufHost {
     for (const trusted of [prev, md]) {
       const { valid, threshold } = countValidSignatures(trusted, 'root', md);
       if (valid < threshold)
-        throw new OutpostError('FORBIDDEN', `root v${md.signed.version} is not signed by both the old and the new root keys`);
+        throw new OutpostError(
+          'FORBIDDEN',
+          `root v${md.signed.version} is not signed by both the old and the new root keys`,
+        );
     }
     await this.repo.writeRoot(md);
     return md.signed.version;
@@ -199,19 +217,28 @@ export class TufHost {
     const left = (expires: string) => Date.parse(expires) - now;
     if (left(this.repo.snapshot.signed.expires) < this.options.snapshotExpiryMs / 2) {
       await this.signSnapshot();
-      this.options.log.info({ snapshot: this.repo.snapshot.signed.version }, 'snapshot re-signed before expiry');
+      this.options.log.info(
+        { snapshot: this.repo.snapshot.signed.version },
+        'snapshot re-signed before expiry',
+      );
       return { snapshot: true, timestamp: true };
     }
     if (left(this.repo.timestamp.signed.expires) < this.options.timestampExpiryMs / 2) {
       await this.signTimestamp();
-      this.options.log.info({ timestamp: this.repo.timestamp.signed.version }, 'timestamp re-signed before expiry');
+      this.options.log.info(
+        { timestamp: this.repo.timestamp.signed.version },
+        'timestamp re-signed before expiry',
+      );
       return { snapshot: false, timestamp: true };
     }
     return { snapshot: false, timestamp: false };
   }
 
   /** The file behind a request path under metadata/ or targets/, or undefined (traversal is refused). */
-  async resolveFile(kind: 'metadata' | 'targets', path: string): Promise<{ file: string; size: number; mtimeMs: number } | undefined> {
+  async resolveFile(
+    kind: 'metadata' | 'targets',
+    path: string,
+  ): Promise<{ file: string; size: number; mtimeMs: number } | undefined> {
     try {
       assertSafeTargetPath(path);
     } catch {
@@ -233,12 +260,20 @@ export class TufHost {
 
   /** The bundles the targets metadata lists (from the manifest targets' custom fields). */
   bundles(): Array<{ name: string; version: string; releaseCounter: number; targets: string[] }> {
-    const out = new Map<string, { name: string; version: string; releaseCounter: number; targets: string[] }>();
+    const out = new Map<
+      string,
+      { name: string; version: string; releaseCounter: number; targets: string[] }
+    >();
     for (const t of Object.values(this.repo.targets.signed.targets)) {
       const c = t.custom as { name?: unknown; version?: unknown; releaseCounter?: unknown; kind?: unknown };
       if (typeof c.name !== 'string' || typeof c.version !== 'string') continue;
       const key = `${c.name}@${c.version}`;
-      const entry = out.get(key) ?? { name: c.name, version: c.version, releaseCounter: Number(c.releaseCounter ?? 0), targets: [] };
+      const entry = out.get(key) ?? {
+        name: c.name,
+        version: c.version,
+        releaseCounter: Number(c.releaseCounter ?? 0),
+        targets: [],
+      };
       if (c.kind === 'manifest') entry.targets.unshift(t.path);
       else entry.targets.push(t.path);
       out.set(key, entry);

@@ -22,7 +22,13 @@ export async function startDemoFleet(dataDir: string, port: number, brokerUrl: s
   const keys = await bootstrapRepository(cpDir);
   const token = `demo-operator-${Math.random().toString(36).slice(2)}`;
   const config = loadControlPlaneConfig({
-    overrides: { port, dataDir: cpDir, operatorToken: token, mqtt: { url: brokerUrl }, rollouts: { tickMs: 250 } },
+    overrides: {
+      port,
+      dataDir: cpDir,
+      operatorToken: token,
+      mqtt: { url: brokerUrl },
+      rollouts: { tickMs: 250 },
+    },
   });
   const cp = createControlPlane(config, { logger: pino({ level: process.env.OUTPOST_LOG ?? 'warn' }) });
   await cp.start();
@@ -47,7 +53,8 @@ export async function followRollout(
   while (!stopped()) {
     const s = await fleet.client.get<RolloutStatus>(`/v1/admin/rollouts/${id}`).catch(() => undefined);
     if (s === undefined) return undefined;
-    for (const e of s.events.slice(seen)) print(`${e.type.padEnd(18)} ${e.deviceId === null ? '' : `${e.deviceId}: `}${e.reason}`);
+    for (const e of s.events.slice(seen))
+      print(`${e.type.padEnd(18)} ${e.deviceId === null ? '' : `${e.deviceId}: `}${e.reason}`);
     seen = s.events.length;
     if (s.rollout.state === 'completed' || s.rollout.state === 'aborted') return s;
     await new Promise((r) => setTimeout(r, 500));

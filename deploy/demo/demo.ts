@@ -59,8 +59,12 @@ async function main(): Promise<void> {
   const v1 = await vibrationBundle(bundles, '1.0.0', 1);
   const v2 = await vibrationBundle(bundles, '1.1.0', 2);
   await publish(fleet, v1.dir);
-  console.log(`  published        ${v1.manifest.name}@${v1.manifest.version} (signed targets, snapshot and timestamp)`);
-  const { token } = await fleet.client.post<{ token: string }>('/v1/admin/enrolment-tokens', { tags: { site: 'demo' } });
+  console.log(
+    `  published        ${v1.manifest.name}@${v1.manifest.version} (signed targets, snapshot and timestamp)`,
+  );
+  const { token } = await fleet.client.post<{ token: string }>('/v1/admin/enrolment-tokens', {
+    tags: { site: 'demo' },
+  });
 
   const config = loadConfig({
     overrides: {
@@ -76,7 +80,9 @@ async function main(): Promise<void> {
   const agent = createAgent(config, { logger: pino({ level: process.env.OUTPOST_LOG ?? 'warn' }) });
   await agent.start();
   console.log(`  local HTTP API   http://127.0.0.1:${agent.httpPort}/v2/models/vibration-anomaly`);
-  console.log(`  model            vibration-anomaly (anomalous above ${VIBRATION_ANOMALY_THRESHOLD}), delivered by rollout`);
+  console.log(
+    `  model            vibration-anomaly (anomalous above ${VIBRATION_ANOMALY_THRESHOLD}), delivered by rollout`,
+  );
   console.log(`  topics           mosquitto_sub -p ${broker.port} -t 'outpost/v1/${DEVICE}/#' -v`);
   console.log('  Ctrl-C to stop\n');
 

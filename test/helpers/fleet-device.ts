@@ -3,7 +3,12 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { Updater } from 'tuf-js';
-import { type DesiredStateHandler, type InstalledModelReport, type InstallOutcome, SyncClient } from '../../agent/sync/sync-client.ts';
+import {
+  type DesiredStateHandler,
+  type InstalledModelReport,
+  type InstallOutcome,
+  SyncClient,
+} from '../../agent/sync/sync-client.ts';
 import { runSample } from '../../shared/bundle/build.ts';
 import { parseManifest } from '../../shared/bundle/read.ts';
 import { compareSample, sampleInputs } from '../../shared/bundle/sample.ts';
@@ -66,7 +71,10 @@ export class FleetDevice implements DesiredStateHandler {
   async apply(document: unknown): Promise<InstallOutcome[]> {
     this.applied++;
     const root = parseRoot(this.rootJson as string);
-    const signed = verifyDirectorDocument(document, roleKeysFromRoot(root, 'director'), { deviceId: this.id, now: new Date() });
+    const signed = verifyDirectorDocument(document, roleKeysFromRoot(root, 'director'), {
+      deviceId: this.id,
+      now: new Date(),
+    });
     const byModel = new Map<string, typeof signed.targets>();
     for (const t of signed.targets) {
       const model = String(t.custom?.name ?? '');
@@ -90,17 +98,31 @@ export class FleetDevice implements DesiredStateHandler {
           if (info === undefined || info.length !== t.length || info.hashes.sha256 !== t.hashes.sha256)
             throw new Error(`${t.name}: TUF does not vouch for what the director names`);
           mkdirSync(join(this.dir, 'targets'), { recursive: true });
-          files[String(t.custom?.kind)] = await updater.downloadTarget(info, join(this.dir, 'targets', `${info.hashes.sha256}`));
+          files[String(t.custom?.kind)] = await updater.downloadTarget(
+            info,
+            join(this.dir, 'targets', `${info.hashes.sha256}`),
+          );
         }
         const manifest = parseManifest(JSON.parse(await readFile(files.manifest as string, 'utf8')));
         const outputs = await runSample(await readFile(files.model as string), sampleInputs(manifest));
         const problems = compareSample(outputs, manifest.sample.outputs, manifest.sample.tolerance);
         if (problems.length > 0) throw new Error(`sample check failed: ${problems[0]}`);
-        this.running.set(model, { name: model, version, sha256: manifest.model.sha256, releaseCounter: manifest.releaseCounter, state: 'READY' });
+        this.running.set(model, {
+          name: model,
+          version,
+          sha256: manifest.model.sha256,
+          releaseCounter: manifest.releaseCounter,
+          state: 'READY',
+        });
         outcomes.push({ model, version, ok: true, detail: 'installed and sample check passed' });
       } catch (err) {
         // The running version stays: a failed install never leaves the device without its model.
-        outcomes.push({ model, version, ok: false, detail: err instanceof Error ? err.message : String(err) });
+        outcomes.push({
+          model,
+          version,
+          ok: false,
+          detail: err instanceof Error ? err.message : String(err),
+        });
       }
     }
     return outcomes;
