@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { pino } from 'pino';
+import { WorkerPool } from '../agent/runtime/pool.ts';
 import { publishBundle } from '../cloud-sync/client/publish.ts';
 import type { RolloutStatus } from '../cloud-sync/rollout/engine.ts';
 import { exampleBundles } from '../deploy/examples/example-bundles.ts';
@@ -10,8 +12,8 @@ import { tempDir } from './helpers/tmp.ts';
 
 /**
  * Staged rollouts over 20 devices against the real control plane (HTTP, SQLite, TUF). Each
- * device runs the real sync client and a real trust path (tuf-js, director signature, sample
- * check in onnxruntime); see FleetDevice for what stands in for the agent's updater.
+ * device runs the agent's sync client, updater and model registry; inference (the sample
+ * check of every install) runs in one shared onnxruntime worker (see FleetDevice).
  */
 const FLEET = 20;
 const MODEL = 'mlp-classifier';
@@ -19,6 +21,11 @@ const MODEL = 'mlp-classifier';
 describe('fleet rollouts', () => {
   let t: TestControlPlane;
   const devices: FleetDevice[] = [];
+  const pool = new WorkerPool(
+    1,
+    { intraOpThreads: 1, interOpThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential' },
+    pino({ level: 'silent' }),
+  );
 
   const status = (id: string) => t.client.get<RolloutStatus>(`/v1/admin/rollouts/${id}`);
 
@@ -44,6 +51,7 @@ describe('fleet rollouts', () => {
 
   before(async () => {
     t = await startControlPlane();
+    pool.start();
     const dir = tempDir('fleet-bundles');
     for (const b of [
       await exampleBundles.mlp(dir),
@@ -51,12 +59,12 @@ describe('fleet rollouts', () => {
       await exampleBundles.mlpBroken(dir),
     ])
       await publishBundle({ client: t.client, bundleDir: b.dir, targetsKeys: t.keys.targets });
+    const root = FleetDevice.pinRoot(await (await fetch(`${t.cp.url}/tuf/metadata/1.root.json`)).text());
     for (let i = 0; i < FLEET; i++) {
       const { token } = await t.client.post<{ token: string }>('/v1/admin/enrolment-tokens', {
         tags: { site: 'plant-1', ring: i < 2 ? 'canary' : 'main' },
       });
-      const d = new FleetDevice(`dev-${String(i).padStart(2, '0')}`, t.cp.url, token);
-      await d.provision();
+      const d = new FleetDevice(`dev-${String(i).padStart(2, '0')}`, t.cp.url, token, pool, root);
       d.sync.start();
       devices.push(d);
     }
@@ -67,8 +75,9 @@ describe('fleet rollouts', () => {
   });
 
   after(async () => {
-    await Promise.all(devices.map((d) => d.sync.stop()));
+    await Promise.all(devices.map((d) => d.stop()));
     await t.stop();
+    await pool.stop();
   });
 
   test('a good bundle reaches 100% wave by wave, gated and soaked', async () => {

@@ -1,130 +1,97 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { pino } from 'pino';
-import { Updater } from 'tuf-js';
-import {
-  type DesiredStateHandler,
-  type InstalledModelReport,
-  type InstallOutcome,
-  SyncClient,
-} from '../../agent/sync/sync-client.ts';
-import { runSample } from '../../shared/bundle/build.ts';
-import { parseManifest } from '../../shared/bundle/read.ts';
-import { compareSample, sampleInputs } from '../../shared/bundle/sample.ts';
-import { parseRoot, roleKeysFromRoot, verifyDirectorDocument } from '../../shared/tuf/index.ts';
+import { type Logger, pino } from 'pino';
+import { loadConfig } from '../../agent/config.ts';
+import type { WorkerPool } from '../../agent/runtime/pool.ts';
+import { ModelRegistry } from '../../agent/runtime/registry.ts';
+import { SyncClient } from '../../agent/sync/sync-client.ts';
+import { UpdaterBridge } from '../../agent/sync/updater-bridge.ts';
+import { Updater } from '../../agent/updater/updater.ts';
+import { OUTPOST_VERSION } from '../../shared/version.ts';
 import { tempDir } from './tmp.ts';
 
 /**
- * A device for fleet tests: the real SyncClient (enrolment, ETag polling, backoff, reports)
- * in front of an installer that does the device's trust work for real — tuf-js refresh against
- * the control plane's repository from a pinned root, director signature and device checks,
- * length/hash match between director and TUF, download through tuf-js, and the bundle's
- * sample check run in onnxruntime. It stands in for agent/updater (issue 5) until that lands:
- * it installs into memory instead of swapping a live model in a worker.
+ * One device of a fleet test: the agent's real sync client, updater (tuf-js trust, director
+ * checks, resumable download, staged load, sample check, atomic switch) and model registry,
+ * without the MQTT uplink, outbox and HTTP API. Twenty full agents would each start their own
+ * inference worker; here the devices share one worker pool through a view that keeps their
+ * model keys apart, so 20 devices fit on two cores while every install still runs its sample
+ * check in onnxruntime.
  */
-export class FleetDevice implements DesiredStateHandler {
+export class FleetDevice {
   readonly dir = tempDir('fleet-device');
   readonly sync: SyncClient;
-  private readonly running = new Map<string, InstalledModelReport>();
-  private rootJson: string | undefined;
-  applied = 0;
+  readonly registry: ModelRegistry;
+  updater: Updater | undefined;
+  private readonly log: Logger;
 
   constructor(
     readonly id: string,
-    private readonly url: string,
-    token: string | undefined,
-    options: { pollIntervalMs?: number } = {},
+    url: string,
+    token: string,
+    pool: WorkerPool,
+    pinnedRoot: string,
   ) {
+    this.log = pino({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }).child({ device: id });
+    // The registry only loads, unloads and runs by key: prefix the keys with the device id.
+    const view = {
+      load: (key: string, path: string) => pool.load(`${id}/${key}`, path),
+      unload: (key: string) => pool.unload(`${id}/${key}`),
+      run: (key: string, feeds: Parameters<WorkerPool['run']>[1], outputs?: string[]) =>
+        pool.run(`${id}/${key}`, feeds, outputs),
+    } as unknown as WorkerPool;
+    this.registry = new ModelRegistry(view, this.log, 1);
+    const config = loadConfig({
+      overrides: {
+        deviceId: id,
+        dataDir: this.dir,
+        sync: {
+          enabled: true,
+          url,
+          enrolmentToken: token,
+          pollIntervalMs: 150,
+          backoffMinMs: 50,
+          backoffMaxMs: 500,
+        },
+        updates: { enabled: true, pinnedRoot, pollIntervalMs: 3_600_000 },
+      },
+    });
     this.sync = new SyncClient({
+      ...config.sync,
       deviceId: id,
-      url,
-      enrolmentToken: token,
-      credentialPath: join(this.dir, 'credential.json'),
-      pollIntervalMs: options.pollIntervalMs ?? 100,
-      backoffMinMs: 50,
-      backoffMaxMs: 500,
-      requestTimeoutMs: 5_000,
-      arch: 'x64',
-      agentVersion: '0.1.0',
-      handler: this,
-      log: pino({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }).child({ device: id }),
+      credentialPath: join(this.dir, 'sync', 'credential.json'),
+      arch: process.arch,
+      agentVersion: OUTPOST_VERSION,
+      handler: new UpdaterBridge(() => this.updater, this.registry),
+      log: this.log,
+      onEnrolled: async (cred) => {
+        const updater = new Updater({
+          config: { ...config.updates, token: cred.credential },
+          deviceId: id,
+          dataDir: this.dir,
+          registry: this.registry,
+          log: this.log,
+          arch: process.arch,
+          agentVersion: OUTPOST_VERSION,
+        });
+        await updater.prepareBoot();
+        this.updater = updater;
+      },
     });
   }
 
-  /** Pins the root the way provisioning does: fetched once, trusted from then on. */
-  async provision(): Promise<void> {
-    const res = await fetch(`${this.url}/tuf/metadata/1.root.json`);
-    this.rootJson = await res.text();
-    mkdirSync(join(this.dir, 'tuf'), { recursive: true });
-    writeFileSync(join(this.dir, 'tuf', 'root.json'), this.rootJson);
-  }
-
-  installed(): InstalledModelReport[] {
-    return [...this.running.values()];
+  static pinRoot(json: string): string {
+    const path = join(tempDir('pinned-root'), 'root.json');
+    writeFileSync(path, json);
+    return path;
   }
 
   version(model: string): string | undefined {
-    return this.running.get(model)?.version;
+    return this.registry.current(model)?.version;
   }
 
-  async apply(document: unknown): Promise<InstallOutcome[]> {
-    this.applied++;
-    const root = parseRoot(this.rootJson as string);
-    const signed = verifyDirectorDocument(document, roleKeysFromRoot(root, 'director'), {
-      deviceId: this.id,
-      now: new Date(),
-    });
-    const byModel = new Map<string, typeof signed.targets>();
-    for (const t of signed.targets) {
-      const model = String(t.custom?.name ?? '');
-      byModel.set(model, [...(byModel.get(model) ?? []), t]);
-    }
-    const outcomes: InstallOutcome[] = [];
-    for (const [model, targets] of byModel) {
-      const version = String(targets[0]?.custom?.version ?? '');
-      if (this.running.get(model)?.version === version) continue;
-      try {
-        const updater = new Updater({
-          metadataDir: join(this.dir, 'tuf'),
-          metadataBaseUrl: `${this.url}/tuf/metadata`,
-          targetBaseUrl: `${this.url}/tuf/targets`,
-          targetDir: join(this.dir, 'targets'),
-        });
-        await updater.refresh();
-        const files: Record<string, string> = {};
-        for (const t of targets) {
-          const info = await updater.getTargetInfo(t.name);
-          if (info === undefined || info.length !== t.length || info.hashes.sha256 !== t.hashes.sha256)
-            throw new Error(`${t.name}: TUF does not vouch for what the director names`);
-          mkdirSync(join(this.dir, 'targets'), { recursive: true });
-          files[String(t.custom?.kind)] = await updater.downloadTarget(
-            info,
-            join(this.dir, 'targets', `${info.hashes.sha256}`),
-          );
-        }
-        const manifest = parseManifest(JSON.parse(await readFile(files.manifest as string, 'utf8')));
-        const outputs = await runSample(await readFile(files.model as string), sampleInputs(manifest));
-        const problems = compareSample(outputs, manifest.sample.outputs, manifest.sample.tolerance);
-        if (problems.length > 0) throw new Error(`sample check failed: ${problems[0]}`);
-        this.running.set(model, {
-          name: model,
-          version,
-          sha256: manifest.model.sha256,
-          releaseCounter: manifest.releaseCounter,
-          state: 'READY',
-        });
-        outcomes.push({ model, version, ok: true, detail: 'installed and sample check passed' });
-      } catch (err) {
-        // The running version stays: a failed install never leaves the device without its model.
-        outcomes.push({
-          model,
-          version,
-          ok: false,
-          detail: err instanceof Error ? err.message : String(err),
-        });
-      }
-    }
-    return outcomes;
+  async stop(): Promise<void> {
+    await this.sync.stop();
+    await this.updater?.stop();
   }
 }
