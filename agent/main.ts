@@ -59,6 +59,14 @@ export interface AgentStatus {
   uplink: { state: string; protocol: string; inflight: number; lastError?: string | undefined } | undefined;
   pipelines: ReturnType<PipelineManager['stats']>;
   updates?: UpdaterStatus | undefined;
+  sync?:
+    | {
+        enrolled: boolean;
+        lastSyncAt: number | undefined;
+        lastError: string | undefined;
+        desiredVersion: number | undefined;
+      }
+    | undefined;
 }
 
 /** The composition root: builds every part of the agent from a validated config. Nothing starts until start(). */
@@ -199,6 +207,15 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
           },
     pipelines: pipelines.stats(),
     updates: updater?.status(),
+    sync:
+      sync === undefined
+        ? undefined
+        : {
+            enrolled: sync.enrolled,
+            lastSyncAt: sync.lastSyncAt,
+            lastError: sync.lastError,
+            desiredVersion: sync.desiredVersion,
+          },
   });
   commands.register('status', () => status());
   if (sync !== undefined) commands.register('sync', () => sync.syncNow());

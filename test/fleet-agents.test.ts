@@ -148,6 +148,27 @@ describe('full agents follow rollouts', () => {
     assert.equal(res.status, 200);
   });
 
+  test('with the control plane down an agent keeps serving its verified model', async () => {
+    const a = agents[0] as Agent;
+    await t.cp.stop();
+    // Nothing on the device depends on the control plane being up.
+    const sync = a.status().sync;
+    assert.equal(sync?.enrolled, true);
+    const res = await fetch(`http://127.0.0.1:${a.httpPort}/v1/agent/status`);
+    assert.equal(res.status, 200);
+    const infer = await fetch(`http://127.0.0.1:${a.httpPort}/v2/models/${MODEL}/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 8], data: [1, 1, 1, 1, 1, 1, 1, 1] }],
+      }),
+    });
+    assert.equal(infer.status, 200);
+    assert.equal(running(a), '1.0.0');
+    await t.restart();
+    assert.equal(running(a), '1.0.0');
+  });
+
   test('an agent that stops goes offline through its MQTT status', async () => {
     const last = agents.pop() as Agent;
     await last.stop();

@@ -177,6 +177,19 @@ export class DeviceService {
     if (status.state === 'online') patch.lastSeenAt = now();
     if (typeof status.agentVersion === 'string') patch.agentVersion = status.agentVersion;
     if (typeof status.arch === 'string') patch.arch = status.arch;
+    // The birth message lists the models serving, as the device's registry sees them.
+    if (status.state === 'online' && Array.isArray(status.models)) {
+      const models = status.models.filter(
+        (m): m is { name: string; version: string; sha256?: string } =>
+          typeof m === 'object' && m !== null && typeof m.name === 'string' && typeof m.version === 'string',
+      );
+      patch.installed = models.map((m) => ({
+        name: m.name,
+        version: m.version,
+        ...(typeof m.sha256 === 'string' ? { sha256: m.sha256 } : {}),
+        state: 'READY',
+      }));
+    }
     repo.updateDevice(deviceId, patch);
   }
 
