@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import type { AgentConfigInput } from '../agent/config.ts';
@@ -121,9 +121,17 @@ describe('updater: attacks on the metadata', () => {
     const { fx, agent } = await baseline();
     const fresh = [generateKey(), generateKey()];
     await fx.repo.writeRoot(signMetadata(newRoot(fx, fresh), [...fx.keys.root.slice(0, 2), ...fresh]));
+    const trusted = join(agent.config.dataDir, 'updates', 'trust', 'root.json');
+    const inode = (await stat(trusted)).ino;
     const outcome = await agent.updater!.checkNow();
     assert.deepEqual(outcome.failed, []);
     assert.equal((await agent.updater!.trust.trustedRoot()).signed.version, 2);
+    // Replaced by rename (a new inode), never rewritten in place.
+    assert.notEqual((await stat(trusted)).ino, inode);
+    assert.deepEqual(
+      (await readdir(join(agent.config.dataDir, 'updates'))).filter((f) => f.startsWith('.trust-work')),
+      [],
+    );
   });
 
   test('a rolled-back timestamp is refused', async () => {

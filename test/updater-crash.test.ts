@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { INSTALL_STEPS } from '../agent/updater/installer.ts';
 import { readBundle } from '../shared/bundle/read.ts';
-import { events, inferOk, MODEL, UpdateFixture } from './helpers/update-fixture.ts';
 import { tempDir } from './helpers/tmp.ts';
+import { events, inferOk, MODEL, UpdateFixture } from './helpers/update-fixture.ts';
 
 const CHILD = new URL('./helpers/update-child.ts', import.meta.url).pathname;
 
@@ -60,6 +60,11 @@ function runChild(config: unknown, env: Record<string, string> = {}): ChildRun {
 describe('updater: power loss and crash loops', () => {
   const fx = new UpdateFixture();
   let baseDir: string;
+  /** One killed child per install step, started together (4 at a time) since each takes seconds to boot. */
+  const killed = new Map<
+    string,
+    Promise<{ dataDir: string; signal: NodeJS.Signals | null; lines: string[] }>
+  >();
 
   before(async () => {
     await fx.start();
@@ -72,6 +77,24 @@ describe('updater: power loss and crash loops', () => {
     await agent.stop();
     await fx.publish('mlpV2');
     await fx.direct([[MODEL, '2.0.0']], { expiresDays: 30 });
+    const queue: Array<Promise<void>> = [];
+    for (const step of INSTALL_STEPS) {
+      const gate = queue.length >= 4 ? queue[queue.length - 4] : undefined;
+      const result = (async () => {
+        await gate;
+        const dataDir = await deviceWithV1();
+        const run = runChild(fx.agentConfig({ dataDir }), { OUTPOST_UPDATER_FAULT: `kill:${step}` });
+        const { signal } = await run.exit;
+        return { dataDir, signal, lines: run.lines };
+      })();
+      killed.set(step, result);
+      queue.push(
+        result.then(
+          () => undefined,
+          () => undefined,
+        ),
+      );
+    }
   });
   after(() => fx.stop());
 
@@ -84,10 +107,8 @@ describe('updater: power loss and crash loops', () => {
 
   for (const step of INSTALL_STEPS) {
     test(`SIGKILL at "${step}" leaves 1.0.0 or 2.0.0 serving, whole, and the next check completes`, async () => {
-      const dataDir = await deviceWithV1();
-      const run = runChild(fx.agentConfig({ dataDir }), { OUTPOST_UPDATER_FAULT: `kill:${step}` });
-      const { signal } = await run.exit;
-      assert.equal(signal, 'SIGKILL', `the child died at ${step}: ${run.lines.join(' | ')}`);
+      const { dataDir, signal, lines } = await killed.get(step)!;
+      assert.equal(signal, 'SIGKILL', `the child died at ${step}: ${lines.join(' | ')}`);
 
       const agent = fx.agent({ dataDir });
       await agent.start();

@@ -81,4 +81,11 @@ describe('updater: install, switch, revert on a failed sample', () => {
     assert.match(again.failed[0]!.error, /refused earlier/);
     assert.equal(await inferOk(agent), '2.0.0');
   });
+
+  test('installFromTuf (the benchmark entry point) verifies, installs and activates a named bundle', async () => {
+    await fx.publish('mlpV2', '2.1.0', 5);
+    await agent.updater!.installFromTuf(MODEL, '2.1.0');
+    assert.equal(await inferOk(agent), '2.1.0');
+    assert.equal(agent.status().updates!.models[MODEL]?.previous?.version, '2.0.0');
+  });
 });

@@ -42,6 +42,23 @@ async function halfThenReset(req: IncomingMessage, res: ServerResponse, file: st
 }
 
 describe('updater: transfer faults', () => {
+  test('metadata requests answered 503 are retried with backoff, then succeed', async () => {
+    const { fx, agent } = await baseline();
+    let failures = 2;
+    fx.server.hook = (req, res) => {
+      if (!req.url?.endsWith('/timestamp.json') || failures <= 0) return false;
+      failures--;
+      res.writeHead(503).end();
+      return true;
+    };
+    const before = fx.server.requests.filter((r) => r.path.endsWith('/timestamp.json')).length;
+    const outcome = await agent.updater!.checkNow();
+    assert.deepEqual(outcome.failed, []);
+    const after = fx.server.requests.filter((r) => r.path.endsWith('/timestamp.json')).length;
+    assert.equal(after - before, 3);
+    assert.equal(await inferOk(agent), '2.0.0');
+  });
+
   test('endless data: a target longer than declared is cut off at its length and refused', async () => {
     const { fx, agent, isV2Model } = await baseline();
     let sent = 0;
@@ -69,8 +86,13 @@ describe('updater: transfer faults', () => {
     bytes[bytes.length - 100] = (bytes[bytes.length - 100] ?? 0) ^ 0xff;
     await writeFile(served, bytes);
     const outcome = await agent.updater!.checkNow();
-    assert.match(outcome.failed[0]?.error ?? '', /sha256 [0-9a-f]{64} is not the [0-9a-f]{64} TUF vouches for/);
-    assert.ok(events(agent).some((e) => e.type === 'update-failed' && e.body['code'] === 'OUTPOST_ERR_TRUST_FAILED'));
+    assert.match(
+      outcome.failed[0]?.error ?? '',
+      /sha256 [0-9a-f]{64} is not the [0-9a-f]{64} TUF vouches for/,
+    );
+    assert.ok(
+      events(agent).some((e) => e.type === 'update-failed' && e.body['code'] === 'OUTPOST_ERR_TRUST_FAILED'),
+    );
     assert.equal(await inferOk(agent), '1.0.0');
   });
 
@@ -165,7 +187,8 @@ describe('updater: disk full', () => {
       {
         ensureSpace: (bytes) => {
           asked.push(bytes);
-          if (asked.length > 1) throw new OutpostError('STORAGE_BUDGET', `storage budget: ${bytes} bytes refused`);
+          if (asked.length > 1)
+            throw new OutpostError('STORAGE_BUDGET', `storage budget: ${bytes} bytes refused`);
         },
       },
     );
@@ -187,8 +210,15 @@ describe('updater: disk full', () => {
     const outcome = await again.updater!.checkNow();
     assert.match(outcome.failed[0]?.error ?? '', /disk full/);
     const staging = join(again.config.dataDir, 'updates', 'staging');
-    assert.deepEqual((await readdir(staging)).filter((f) => f.endsWith('.part')), []);
-    assert.ok(events(again).some((e) => e.type === 'update-failed' && e.body['code'] === 'OUTPOST_ERR_STORAGE_BUDGET'));
+    assert.deepEqual(
+      (await readdir(staging)).filter((f) => f.endsWith('.part')),
+      [],
+    );
+    assert.ok(
+      events(again).some(
+        (e) => e.type === 'update-failed' && e.body['code'] === 'OUTPOST_ERR_STORAGE_BUDGET',
+      ),
+    );
     assert.equal(await inferOk(again), '1.0.0');
   });
 });

@@ -64,11 +64,14 @@ export async function downloadTarget(
   const result: DownloadResult = { resumedFrom: 0, attempts: 0, rangeIgnored: false };
   let freshRetryLeft = true;
   for (;;) {
+    // The hash is computed as the bytes are written (one pass over a large model, not two);
+    // a resume first re-hashes the part already on disk.
+    let hash: Hash | undefined;
     await http.withRetries(`download ${spec.url}`, async () => {
       result.attempts++;
-      await attempt();
+      hash = await attempt();
     });
-    const digest = await hashPrefix(spec.dest, spec.length).then((h) => h.digest('hex'));
+    const digest = (hash ?? (await hashPrefix(spec.dest, spec.length))).digest('hex');
     if (digest === spec.sha256) return result;
     const resumed = result.resumedFrom > 0;
     await discard();
@@ -91,7 +94,8 @@ export async function downloadTarget(
     await rm(metaPath, { force: true });
   }
 
-  async function attempt(): Promise<void> {
+  /** One request; returns the running hash when this attempt saw every byte in order. */
+  async function attempt(): Promise<Hash | undefined> {
     let have = await sizeOf(spec.dest);
     const meta = await readFile(metaPath, 'utf8')
       .then((t) => JSON.parse(t) as PartMeta)
@@ -100,7 +104,7 @@ export async function downloadTarget(
       await discard();
       have = 0;
     }
-    if (have === spec.length) return;
+    if (have === spec.length) return undefined;
     if (have > 0 && result.resumedFrom === 0) result.resumedFrom = have;
     const headers: Record<string, string> = {};
     if (have > 0) {
@@ -132,6 +136,7 @@ export async function downloadTarget(
       ...(etag === undefined ? {} : { etag }),
     };
     await writeFile(metaPath, JSON.stringify(nextMeta));
+    const hash = offset === 0 ? createHash('sha256') : await hashPrefix(spec.dest, offset);
     const fh = await open(spec.dest, offset === 0 ? 'w' : 'r+');
     try {
       for await (const chunk of res.body) {
@@ -147,6 +152,7 @@ export async function downloadTarget(
         }
         hooks.beforeWrite?.(offset, chunk.length);
         await fh.write(chunk, 0, chunk.length, offset);
+        hash.update(chunk);
         offset += chunk.length;
         hooks.onProgress?.(offset, spec.length);
       }

@@ -26,5 +26,9 @@ export function faultsFromEnv(value: string | undefined): InstallFaults | undefi
 export async function injectFault(faults: InstallFaults | undefined, step: string): Promise<void> {
   if (faults === undefined) return;
   if (faults.pauseAt === step) await new Promise((r) => setTimeout(r, faults.pauseMs ?? 60_000));
-  if (faults.killAt === step) process.kill(process.pid, 'SIGKILL');
+  if (faults.killAt === step) {
+    process.kill(process.pid, 'SIGKILL');
+    // Nothing after the "power cut" may run, even if the signal is delivered a moment late.
+    await new Promise(() => undefined);
+  }
 }

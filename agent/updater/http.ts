@@ -56,6 +56,7 @@ export interface OpenResponse {
 export class HttpClient {
   readonly options: HttpOptions;
   private readonly timer = new StoppableTimer();
+  private readonly active = new Set<Request>();
   private stopped = false;
 
   constructor(
@@ -67,6 +68,7 @@ export class HttpClient {
 
   /** One attempt: resolves on the response head; the body is guarded by the watchdog. */
   open(url: string, headers: Record<string, string> = {}): Promise<OpenResponse> {
+    if (this.stopped) return Promise.reject(new OutpostError('SHUTTING_DOWN', `GET ${url}: stopped`));
     const o = this.options;
     const stream: Request = got.stream(url, {
       headers: { 'user-agent': 'outpost-agent', ...o.headers, ...headers },
@@ -76,10 +78,15 @@ export class HttpClient {
       decompress: false,
       followRedirect: true,
     });
+    this.active.add(stream);
+    stream.once('close', () => this.active.delete(stream));
     return new Promise((resolve, reject) => {
       stream.once('error', (err: Error) => reject(this.wrap(url, err)));
       stream.once('response', (res: { statusCode: number; headers: OpenResponse['headers'] }) => {
         stream.removeAllListeners('error');
+        // Errors reach the consumer through the body iterator; this keeps an unread body's
+        // late socket error from becoming an unhandled 'error' event.
+        stream.on('error', () => undefined);
         resolve({
           status: res.statusCode,
           headers: res.headers,
@@ -184,8 +191,11 @@ export class HttpClient {
     });
   }
 
+  /** Ends retries and aborts transfers in flight, so the agent's shutdown is not held up. */
   stop(): void {
     this.stopped = true;
     this.timer.cancel();
+    for (const s of this.active) s.destroy(new OutpostError('SHUTTING_DOWN', 'the updater is stopping'));
+    this.active.clear();
   }
 }

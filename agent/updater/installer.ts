@@ -238,7 +238,9 @@ export class Installer {
   /** Keeps the current and previous bundle directories of a model; removes older ones. */
   private async prune(name: string, state: UpdateState): Promise<void> {
     const m = state.models[name];
-    const keep = new Set([m?.current.dir, m?.previous?.dir].map((d) => (d === undefined ? '' : join(this.o.dataDir, d))));
+    const keep = new Set(
+      [m?.current.dir, m?.previous?.dir].map((d) => (d === undefined ? '' : join(this.o.dataDir, d))),
+    );
     const base = join(this.bundlesDir(), name);
     for (const d of await readdir(base).catch(() => [] as string[])) {
       const path = join(base, d);

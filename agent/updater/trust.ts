@@ -177,7 +177,7 @@ export class TrustClient {
       if (!names.has(f)) continue;
       const next = await readFile(join(work, f));
       const prev = await readFile(join(this.o.stateDir, f)).catch(() => undefined);
-      if (prev !== undefined && prev.equals(next)) continue;
+      if (prev?.equals(next)) continue;
       await writeFileAtomic(join(this.o.stateDir, f), next);
     }
   }

@@ -1,12 +1,6 @@
 import { join } from 'node:path';
 import type { TargetFile } from '@tufjs/models';
 import { errorMessage, isOutpostError, OutpostError } from '../../shared/errors.ts';
-import {
-  assertSafeTargetPath,
-  type DirectorSigned,
-  roleKeysFromRoot,
-  verifyDirectorDocument,
-} from '../../shared/tuf/index.ts';
 import type { AgentConfig } from '../config.ts';
 import type { Logger } from '../log.ts';
 import type { Publisher } from '../publisher.ts';
@@ -14,6 +8,7 @@ import type { ModelRegistry } from '../runtime/registry.ts';
 import { Backoff, StoppableTimer } from '../uplink/backoff.ts';
 import { assertSameTarget } from './compat.ts';
 import { CrashLoopGuard } from './crash-loop.ts';
+import { fetchDesiredState, groupBundles } from './director-client.ts';
 import type { InstallFaults } from './faults.ts';
 import { HttpClient } from './http.ts';
 import { Installer, type InstallStep } from './installer.ts';
@@ -165,9 +160,8 @@ export class Updater {
       if (!this.running) break;
       const base = this.o.config.pollIntervalMs;
       // A failed check retries sooner (capped backoff), a good one waits the interval ± 20 %.
-      const delay = failed
-        ? Math.min(base, backoff.next())
-        : (backoff.reset(), Math.round(base * (0.8 + 0.4 * Math.random())));
+      if (!failed) backoff.reset();
+      const delay = failed ? Math.min(base, backoff.next()) : Math.round(base * (0.8 + 0.4 * Math.random()));
       await this.timer.sleep(delay);
     }
   }
@@ -207,7 +201,16 @@ export class Updater {
       upToDate: true,
     };
     try {
-      const desired = await this.fetchDirector(state);
+      const desired = await fetchDesiredState(
+        {
+          http: this.http,
+          trust: this.trust,
+          store: this.store,
+          deviceId: this.o.deviceId,
+          url: this.directorUrl(),
+        },
+        state,
+      );
       outcome.directorVersion = desired.version;
       const tuf = await this.trust.refresh();
       for (const bundle of groupBundles(desired)) {
@@ -241,41 +244,25 @@ export class Updater {
     return outcome;
   }
 
-  private async fetchDirector(state: UpdateState): Promise<DirectorSigned> {
-    const bytes = await this.http.getBytes(this.directorUrl(), 1024 * 1024);
-    let doc: unknown;
-    try {
-      doc = JSON.parse(bytes.toString('utf8'));
-    } catch (err) {
-      throw new OutpostError('TRUST_FAILED', 'the director document is not JSON', { cause: err });
-    }
-    const expect = {
-      deviceId: this.o.deviceId,
-      now: this.trust.referenceTime(),
-      minVersion: state.directorVersion,
-    };
-    let signed: DirectorSigned;
-    try {
-      signed = verifyDirectorDocument(
-        doc,
-        roleKeysFromRoot(await this.trust.trustedRoot(), 'director'),
-        expect,
-      );
-    } catch (first) {
-      // The director key may have been rotated in a root we have not fetched yet.
-      try {
-        const tuf = await this.trust.refresh();
-        signed = verifyDirectorDocument(doc, roleKeysFromRoot(tuf.root, 'director'), expect);
-      } catch {
-        throw first;
-      }
-    }
-    if (signed.issuedAt !== undefined) await this.trust.raiseFloor(Date.parse(signed.issuedAt));
-    if (signed.version !== state.directorVersion) {
-      state.directorVersion = signed.version;
-      await this.store.save(state);
-    }
-    return signed;
+  /**
+   * Installs `name@version` straight from the TUF repository (refresh, verify, install, activate),
+   * without a director document. For the benchmark and for operators on a device; the normal
+   * path is checkNow(), which installs only what the director names.
+   */
+  async installFromTuf(name: string, version: string): Promise<void> {
+    // One install at a time: wait for a running check rather than race it.
+    await this.checking?.catch(() => undefined);
+    const state = this.state ?? (await this.store.load());
+    this.state = state;
+    const tuf = await this.trust.refresh();
+    const base = `${name}/${version}/`;
+    const manifestTarget = tuf.target(`${base}outpost.bundle.json`);
+    const modelTarget = Object.values(tuf.targets.signed.targets).find(
+      (t) => t.path.startsWith(base) && t.custom['kind'] === 'model',
+    );
+    if (manifestTarget === undefined || modelTarget === undefined)
+      throw new OutpostError('NOT_FOUND', `${name}@${version} is not in the TUF targets metadata`);
+    await this.installOne(manifestTarget, modelTarget, state, `${name}@${version}`);
   }
 
   private async installOne(
@@ -360,37 +347,4 @@ export class Updater {
 
 function codeOf(err: unknown): string | undefined {
   return err instanceof OutpostError ? err.code : (err as NodeJS.ErrnoException).code;
-}
-
-interface DesiredBundle {
-  name: string;
-  version: string;
-  manifest: DirectorSigned['targets'][number];
-  model: DirectorSigned['targets'][number];
-}
-
-/** Pairs the director's manifest and model entries per bundle (by their custom fields). */
-function groupBundles(desired: DirectorSigned): DesiredBundle[] {
-  const by = new Map<string, Partial<DesiredBundle>>();
-  for (const t of desired.targets) {
-    assertSafeTargetPath(t.name);
-    const c = t.custom ?? {};
-    const name = String(c['name'] ?? '');
-    const version = String(c['version'] ?? '');
-    const key = `${name}@${version}`;
-    const entry = by.get(key) ?? { name, version };
-    if (c['kind'] === 'manifest') entry.manifest = t;
-    else if (c['kind'] === 'model') entry.model = t;
-    by.set(key, entry);
-  }
-  const out: DesiredBundle[] = [];
-  for (const [key, b] of by) {
-    if (b.manifest === undefined || b.model === undefined)
-      throw new OutpostError(
-        'TRUST_FAILED',
-        `director names ${key} without both its manifest and model targets`,
-      );
-    out.push(b as DesiredBundle);
-  }
-  return out;
 }
