@@ -2,6 +2,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import cron, { type ScheduledTask } from 'node-cron';
 import { errorMessage, isOutpostError } from '../shared/errors.ts';
 import { readKeyFile, type SigningKey } from '../shared/tuf/index.ts';
+import { KeyStore } from './cli/key-store.ts';
 import { Director } from './director/director.ts';
 import { DeviceService } from './fleet/devices.ts';
 import { MqttLink } from './fleet/mqtt-link.ts';
@@ -22,9 +23,32 @@ export interface ControlPlaneDeps {
   /** The clock every timer-driven decision reads (soak, timeouts, expiry); tests move it. */
   now?: () => number;
   /** Online keys already in memory (tests, the demo); otherwise read from the configured files. */
-  keys?: { snapshot: SigningKey; timestamp: SigningKey; director: SigningKey };
+  keys?: OnlineKeys;
   /** A repository other than the default SQLite file (a PostgreSQL one, say). */
   repository?: Repository;
+}
+
+export interface OnlineKeys {
+  snapshot: SigningKey[];
+  timestamp: SigningKey[];
+  director: SigningKey[];
+}
+
+/** The online keys: from an `outpost keys init` directory when `keysDir` is set, else from the key files. */
+async function loadOnlineKeys(config: ControlPlaneConfig): Promise<OnlineKeys> {
+  if (config.keysDir !== undefined) {
+    const store = await KeyStore.open(config.keysDir);
+    return {
+      snapshot: await store.signers('snapshot'),
+      timestamp: await store.signers('timestamp'),
+      director: await store.signers('director'),
+    };
+  }
+  return {
+    snapshot: [await readKeyFile(config.tuf.snapshotKey as string)],
+    timestamp: [await readKeyFile(config.tuf.timestampKey as string)],
+    director: [await readKeyFile(config.director.key as string)],
+  };
 }
 
 export interface ControlPlane {
@@ -53,16 +77,12 @@ export function createControlPlane(config: ControlPlaneConfig, deps: ControlPlan
     port: 0,
     services: undefined,
     async start() {
-      const keys = deps.keys ?? {
-        snapshot: await readKeyFile(config.tuf.snapshotKey as string),
-        timestamp: await readKeyFile(config.tuf.timestampKey as string),
-        director: await readKeyFile(config.director.key as string),
-      };
+      const keys = deps.keys ?? (await loadOnlineKeys(config));
       repo = deps.repository ?? new SqliteRepository(config.database.path as string, now());
       const tuf = new TufHost({
         dir: config.tuf.dir as string,
-        snapshotKey: keys.snapshot,
-        timestampKey: keys.timestamp,
+        snapshotKeys: keys.snapshot,
+        timestampKeys: keys.timestamp,
         snapshotExpiryMs: config.tuf.snapshotExpiry,
         timestampExpiryMs: config.tuf.timestampExpiry,
         log: log.child({ component: 'tuf' }),
@@ -79,7 +99,7 @@ export function createControlPlane(config: ControlPlaneConfig, deps: ControlPlan
       const director = new Director({
         repo,
         tuf,
-        key: keys.director,
+        keys: keys.director,
         expiryMs: config.director.expiry,
         now,
         log: log.child({ component: 'director' }),

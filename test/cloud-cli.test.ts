@@ -3,7 +3,6 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { bootstrapRepository } from '../cloud-sync/tuf/bootstrap.ts';
 import { exampleBundles } from '../deploy/examples/example-bundles.ts';
 import { waitFor } from './helpers/agent.ts';
 import { freePort } from './helpers/broker.ts';
@@ -28,16 +27,24 @@ describe('outpost CLI against `outpost serve`', () => {
     run(process.execPath, ['--import', 'tsx', CLI, ...args], { env: env() });
 
   before(async () => {
-    await bootstrapRepository(dataDir);
     port = await freePort();
-    server = spawn(
-      process.execPath,
-      ['--import', 'tsx', CLI, 'serve', '--port', String(port), '--data-dir', dataDir],
-      {
-        env: env(),
-        stdio: ['ignore', 'pipe', 'inherit'],
-      },
-    );
+    // The operator's own tooling makes the keys and the repository; serve takes both as they are.
+    await outpost('keys', 'init', '--dir', join(dataDir, 'keys'), '--repo', join(dataDir, 'repo'));
+    const args = [
+      'serve',
+      '--port',
+      String(port),
+      '--data-dir',
+      dataDir,
+      '--keys',
+      join(dataDir, 'keys'),
+      '--repo',
+      join(dataDir, 'repo'),
+    ];
+    server = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+      env: env(),
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     server.stdout?.on('data', (d: Buffer) => {
       stdout += d.toString();
     });
@@ -53,7 +60,7 @@ describe('outpost CLI against `outpost serve`', () => {
 
   test('publish, devices and rollout subcommands talk to the control plane; logs are pino JSON', async () => {
     const bundle = await exampleBundles.mlp(tempDir('cli-bundles'));
-    const pub = await outpost('publish', bundle.dir, '--key', join(dataDir, 'keys', 'targets.key'));
+    const pub = await outpost('publish', bundle.dir, '--keys', join(dataDir, 'keys'));
     assert.match(pub.stdout, /published mlp-classifier@1\.0\.0 \(targets v2\)/);
     const tok = await outpost('devices', 'token', '--tag', 'site=lab');
     assert.match(tok.stdout.trim(), /^oet_/);
@@ -83,15 +90,9 @@ describe('outpost CLI against `outpost serve`', () => {
     );
     assert.match(created.stdout, /RUNNING \(wave 1\/2\)/);
     const id = /rollout (\S+)/.exec(created.stdout)?.[1] as string;
-    assert.match((await outpost('rollout', 'pause', id, '--reason', 'lunch')).stdout, /PAUSED/);
-    assert.match((await outpost('rollout', 'resume', id)).stdout, /RUNNING/);
-    const aborted = await outpost('rollout', 'abort', id);
+    const aborted = await outpost('rollout', 'abort', id, '--reason', 'lunch');
     assert.match(aborted.stdout, /ABORTED/);
-    assert.match(aborted.stdout, /paused by operator: lunch/);
-    await assert.rejects(
-      outpost('rollout', 'create', '--bundle', 'mlp-classifier@9.9.9'),
-      /has not been published/,
-    );
+    assert.match(aborted.stdout, /aborted by operator: lunch/);
     await assert.rejects(
       run(process.execPath, ['--import', 'tsx', CLI, 'devices', 'list'], {
         env: { ...env(), OUTPOST_OPERATOR_TOKEN: 'wrong-wrong-wrong-wrong' },

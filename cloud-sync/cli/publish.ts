@@ -2,8 +2,9 @@ import { parseArgs } from 'node:util';
 import { readKeyFile } from '../../shared/tuf/index.ts';
 import { publishBundle } from '../client/publish.ts';
 import { CLIENT_OPTIONS, clientFrom, progressBar } from './common.ts';
+import { KeyStore } from './key-store.ts';
 
-export const PUBLISH_USAGE = `  outpost publish BUNDLE_DIR --key TARGETS.key [--key …] [--expires-days 90]
+export const PUBLISH_USAGE = `  outpost publish BUNDLE_DIR (--keys KEYDIR | --key TARGETS.key [--key …]) [--expires-days 90]
       upload a bundle and the next targets metadata, signed here with the offline targets key(s)`;
 
 export async function runPublish(argv: string[]): Promise<number> {
@@ -13,15 +14,22 @@ export async function runPublish(argv: string[]): Promise<number> {
     options: {
       ...CLIENT_OPTIONS,
       key: { type: 'string', multiple: true },
+      keys: { type: 'string' },
       'expires-days': { type: 'string' },
     },
   });
   const dir = positionals[0];
-  if (dir === undefined || values.key === undefined || values.key.length === 0) {
+  if (
+    dir === undefined ||
+    (values.keys === undefined && (values.key === undefined || values.key.length === 0))
+  ) {
     console.error(`usage:\n${PUBLISH_USAGE}`);
     return 2;
   }
-  const keys = await Promise.all(values.key.map((k) => readKeyFile(k)));
+  const keys =
+    values.keys !== undefined
+      ? await (await KeyStore.open(values.keys)).signers('targets')
+      : await Promise.all((values.key ?? []).map((k) => readKeyFile(k)));
   const client = clientFrom(values);
   const result = await publishBundle({
     client,

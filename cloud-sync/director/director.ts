@@ -15,7 +15,8 @@ import type { TufHost } from '../tuf/repo-host.ts';
 export interface DirectorOptions {
   repo: Repository;
   tuf: TufHost;
-  key: SigningKey;
+  /** The director key(s): as many as root's director threshold asks for. */
+  keys: readonly SigningKey[];
   /** A signed document is valid this long; it is re-signed when half of that is gone. */
   expiryMs: number;
   now: () => number;
@@ -83,7 +84,7 @@ export class Director {
         issuedAt: tufTime(new Date(at)),
         targets,
       },
-      [this.options.key],
+      this.options.keys,
     );
     const bytes = Buffer.from(canonicalize(doc.signed));
     const etag = `"${version + 1}-${createHash('sha256').update(bytes).digest('hex').slice(0, 20)}"`;

@@ -24,6 +24,8 @@ export const controlPlaneSchema = z
     dataDir: z.string().default('./outpost-control-plane'),
     /** Bearer token of the admin API (`OUTPOST_OPERATOR_TOKEN`). */
     operatorToken: z.string().min(16, 'must be at least 16 characters'),
+    /** An `outpost keys init` directory holding the online keys (snapshot, timestamp, director). */
+    keysDir: z.string().optional(),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -128,5 +130,6 @@ export function loadControlPlaneConfig(options: {
   config.tuf.snapshotKey = abs(config.tuf.snapshotKey ?? join(keys, 'snapshot.key'));
   config.tuf.timestampKey = abs(config.tuf.timestampKey ?? join(keys, 'timestamp.key'));
   config.director.key = abs(config.director.key ?? join(keys, 'director.key'));
+  if (config.keysDir !== undefined) config.keysDir = abs(config.keysDir);
   return config;
 }

@@ -25,8 +25,9 @@ import type { Logger } from '../log.ts';
 export interface TufHostOptions {
   /** Holds `metadata/` and `targets/`, laid out so any static server or CDN can mirror it. */
   dir: string;
-  snapshotKey: SigningKey;
-  timestampKey: SigningKey;
+  /** Online keys: as many as root's snapshot / timestamp threshold asks for. */
+  snapshotKeys: readonly SigningKey[];
+  timestampKeys: readonly SigningKey[];
   /** How long a freshly signed snapshot / timestamp is valid. */
   snapshotExpiryMs: number;
   timestampExpiryMs: number;
@@ -57,14 +58,16 @@ export class TufHost {
         `no TUF repository in ${this.options.dir}: run \`outpost keys init\` and put its repository there`,
       );
     await this.repo.load();
-    for (const [role, key] of [
-      ['snapshot', this.options.snapshotKey],
-      ['timestamp', this.options.timestampKey],
+    for (const [role, keys] of [
+      ['snapshot', this.options.snapshotKeys],
+      ['timestamp', this.options.timestampKeys],
     ] as const) {
-      if (!(this.repo.root.signed.roles[role]?.keyIDs ?? []).includes(key.keyId))
+      const r = this.repo.root.signed.roles[role];
+      const known = keys.filter((k) => (r?.keyIDs ?? []).includes(k.keyId));
+      if (known.length < (r?.threshold ?? 1))
         throw new OutpostError(
           'CONFIG_INVALID',
-          `the configured ${role} key ${key.keyId.slice(0, 12)}… is not a ${role} key of root v${this.repo.root.signed.version}`,
+          `${known.length} of the configured ${role} keys are ${role} keys of root v${this.repo.root.signed.version}; it needs ${r?.threshold ?? 1}`,
         );
     }
     if (!this.repo.root.signed.consistentSnapshot)
@@ -189,7 +192,7 @@ export class TufHost {
         expires: expiresIn(this.options.snapshotExpiryMs / DAY, now),
         targets: this.repo.targets,
       }),
-      [this.options.snapshotKey],
+      this.options.snapshotKeys,
     );
     await this.repo.writeSnapshot(snapshot);
     await this.signTimestamp();
@@ -203,7 +206,7 @@ export class TufHost {
         expires: expiresIn(this.options.timestampExpiryMs / DAY, now),
         snapshot: this.repo.snapshot,
       }),
-      [this.options.timestampKey],
+      this.options.timestampKeys,
     );
     await this.repo.writeTimestamp(timestamp);
   }

@@ -49,7 +49,7 @@ export async function startControlPlane(
     return createControlPlane(config, {
       logger: pino({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }),
       now: clock.now,
-      keys: { snapshot: keys.snapshot, timestamp: keys.timestamp, director: keys.director },
+      keys: { snapshot: [keys.snapshot], timestamp: [keys.timestamp], director: [keys.director] },
     });
   };
   const t: TestControlPlane = {
