@@ -38,7 +38,16 @@ describe('sync client', () => {
   test('backs off exponentially with a cap while the control plane is unreachable, and does nothing to the device', async () => {
     const port = await freePort();
     let applied = 0;
-    const c = client(`http://127.0.0.1:${port}`, { apply: async () => (applied++, []) }, { random: () => 1 });
+    const c = client(
+      `http://127.0.0.1:${port}`,
+      {
+        apply: async () => {
+          applied++;
+          return [];
+        },
+      },
+      { random: () => 1 },
+    );
     const failures: number[] = [];
     c.on('failed', () => failures.push(Date.now()));
     c.start();
@@ -94,9 +103,10 @@ describe('sync client', () => {
     const c = client(
       url,
       {
-        apply: async () => (
-          applied++, [{ model: 'm', version: '1.0.0', ok: false, detail: 'sample check failed' }]
-        ),
+        apply: async () => {
+          applied++;
+          return [{ model: 'm', version: '1.0.0', ok: false, detail: 'sample check failed' }];
+        },
       },
       { credentialPath },
     );
