@@ -62,7 +62,7 @@ export class RolloutEngine {
   constructor(private readonly options: RolloutEngineOptions) {}
 
   start(): void {
-    const { repo, now } = this.options;
+    const { repo } = this.options;
     for (const r of repo.listRollouts()) {
       if (r.state === 'running' || r.state === 'paused')
         this.event(
@@ -74,7 +74,6 @@ export class RolloutEngine {
           `control plane started; rollout ${r.state} at wave ${r.wave + 1}`,
         );
     }
-    void now;
     this.tick();
     this.timer = setInterval(() => this.tick(), this.options.tickMs);
     this.timer.unref();
