@@ -127,7 +127,8 @@ export class SqliteRepository implements Repository {
 
   deleteDevice(id: string): void {
     this.stmt('DELETE FROM devices WHERE id = ?').run(id);
-    this.stmt('DELETE FROM desired_versions WHERE device_id = ?').run(id);
+    // desired_versions stays: a device enrolled again under this id must never see its
+    // desired-state version go back (the updater refuses an older document).
   }
 
   createEnrolmentToken(t: EnrolmentTokenRecord): void {
