@@ -230,6 +230,23 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** The control plane link: enrolment, desired-state polling, reports (off until configured). */
+    sync: z
+      .object({
+        enabled: z.boolean().default(false),
+        url: z
+          .string()
+          .regex(/^https?:\/\//, 'must be an http(s) URL')
+          .default('http://127.0.0.1:8480'),
+        /** Single-use; only needed until the device holds its credential (`<dataDir>/sync/credential.json`). */
+        enrolmentToken: z.string().optional(),
+        pollIntervalMs: z.number().int().min(100).default(30_000),
+        backoffMinMs: duration.default(1_000),
+        backoffMaxMs: duration.default(300_000),
+        requestTimeoutMs: duration.default(15_000),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict()
   .superRefine((config, ctx) => {
@@ -386,6 +403,12 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<AgentConfi
   config.dataDir = abs(config.dataDir);
   config.models.bundles = config.models.bundles.map(abs);
   if (config.updates.pinnedRoot !== undefined) config.updates.pinnedRoot = abs(config.updates.pinnedRoot);
+  if (config.sync.enabled) {
+    // The control plane hosts both the TUF repository and the director.
+    const base = config.sync.url.replace(/\/$/, '');
+    config.updates.repositoryUrl ??= `${base}/tuf`;
+    config.updates.directorUrl ??= `${base}/v1/devices/{deviceId}/desired`;
+  }
   if (config.updates.enabled) {
     const u = config.updates;
     const missing = [

@@ -17,6 +17,8 @@ export const REDACT_PATHS = [
   'config.uplink.password',
   'config.uplink.tls.key',
   'config.sensors.mqtt.password',
+  'config.sync.enrolmentToken',
+  'config.updates.token',
 ];
 
 /** The root logger: pino JSON on stdout (journald takes it). Components take `.child({ component })`. */

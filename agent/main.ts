@@ -18,6 +18,9 @@ import { WorkerPool } from './runtime/pool.ts';
 import { ModelRegistry } from './runtime/registry.ts';
 import { MqttSensorBus } from './sources/mqtt-bus.ts';
 import { StorageBudget } from './storage/budget.ts';
+import { readCredential } from './sync/credentials.ts';
+import { SyncClient } from './sync/sync-client.ts';
+import { UpdaterBridge } from './sync/updater-bridge.ts';
 import { faultsFromEnv } from './updater/faults.ts';
 import { Updater, type UpdaterStatus } from './updater/updater.ts';
 import { Uplink } from './uplink/uplink.ts';
@@ -71,8 +74,13 @@ export interface AgentStatus {
         acked: number;
       }
     | undefined;
-  /** The last sync with the control plane, as recorded by whoever syncs (the updater). */
-  sync: { lastSyncAt: string | undefined; lastResult: string | undefined };
+  /** The last sync with the control plane: from the sync client when it runs, else the updater. */
+  sync: {
+    lastSyncAt: string | undefined;
+    lastResult: string | undefined;
+    enrolled?: boolean;
+    desiredVersion?: number | undefined;
+  };
   pipelines: ReturnType<PipelineManager['stats']>;
   updates?: UpdaterStatus | undefined;
 }
@@ -132,7 +140,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     log: log.child({ component: 'storage' }),
   });
   let state: AgentStatus['state'] = 'starting';
-  const sync: AgentStatus['sync'] = { lastSyncAt: undefined, lastResult: undefined };
+  const syncRecord: AgentStatus['sync'] = { lastSyncAt: undefined, lastResult: undefined };
 
   const modelList = () =>
     registry
@@ -171,33 +179,69 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     log: log.child({ component: 'pipeline' }),
     bufferLimit: config.sensors.bufferLimit,
   });
-  const updater = config.updates.enabled
-    ? new Updater({
-        config: config.updates,
+  const makeUpdater = (token: string | undefined) =>
+    new Updater({
+      config: token === undefined ? config.updates : { ...config.updates, token },
+      deviceId: config.deviceId,
+      dataDir: config.dataDir,
+      registry,
+      publisher,
+      log: log.child({ component: 'updater' }),
+      arch: arch(),
+      agentVersion: OUTPOST_VERSION,
+      ...(deps.now === undefined ? {} : { now: deps.now }),
+      // One budget for models, staging and the outbox: a download that would crowd out the
+      // outbox is refused before it starts.
+      ensureSpace:
+        deps.ensureSpace ??
+        (async (bytes: number) => {
+          await storage.ensure(bytes, 'model download');
+        }),
+      ...(process.env.OUTPOST_UPDATER_FAULT === undefined
+        ? {}
+        : { faults: faultsFromEnv(process.env.OUTPOST_UPDATER_FAULT) }),
+    });
+  // With sync on, the updater fetches the director with the enrolment credential; before the
+  // first enrolment there is none, so the updater is built when the sync client enrols.
+  const credentialPath = dataPath(config, 'sync', 'credential.json');
+  const credential = config.sync.enabled ? readCredential(credentialPath)?.credential : undefined;
+  let updater =
+    config.updates.enabled &&
+    (!config.sync.enabled || credential !== undefined || config.updates.token !== undefined)
+      ? makeUpdater(credential)
+      : undefined;
+  const sync = config.sync.enabled
+    ? new SyncClient({
+        ...config.sync,
         deviceId: config.deviceId,
-        dataDir: config.dataDir,
-        registry,
-        publisher,
-        log: log.child({ component: 'updater' }),
+        credentialPath,
         arch: arch(),
         agentVersion: OUTPOST_VERSION,
-        ...(deps.now === undefined ? {} : { now: deps.now }),
-        // One budget for models, staging and the outbox: a download that would crowd out the
-        // outbox is refused before it starts.
-        ensureSpace:
-          deps.ensureSpace ??
-          (async (bytes: number) => {
-            await storage.ensure(bytes, 'model download');
-          }),
-        ...(process.env.OUTPOST_UPDATER_FAULT === undefined
-          ? {}
-          : { faults: faultsFromEnv(process.env.OUTPOST_UPDATER_FAULT) }),
+        handler: new UpdaterBridge(() => updater, registry),
+        log: log.child({ component: 'sync' }),
+        onEnrolled: async (cred) => {
+          if (updater !== undefined || !config.updates.enabled) return;
+          const late = makeUpdater(cred.credential);
+          for (const dir of await late.prepareBoot()) await registry.load(await readBundle(dir));
+          late.start();
+          updater = late;
+        },
       })
     : undefined;
   const commands = new CommandDispatcher(publisher, log.child({ component: 'commands' }));
-  const updaterSync = (): AgentStatus['sync'] | undefined => {
+  const syncStatus = (): AgentStatus['sync'] => {
+    if (sync !== undefined) {
+      const last = sync.lastSyncAt;
+      return {
+        enrolled: sync.enrolled,
+        lastSyncAt: last === undefined ? undefined : new Date(last).toISOString(),
+        lastResult:
+          sync.lastError !== undefined ? `error: ${sync.lastError}` : last === undefined ? undefined : 'ok',
+        desiredVersion: sync.desiredVersion,
+      };
+    }
     const u = updater?.status();
-    if (u?.lastCheckAt === undefined) return undefined;
+    if (u?.lastCheckAt === undefined) return { ...syncRecord };
     const o = u.lastOutcome;
     const result =
       u.lastError !== undefined
@@ -238,11 +282,15 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
             acked: uplink.counters.acked,
           },
     pipelines: pipelines.stats(),
-    sync: updaterSync() ?? { ...sync },
+    sync: syncStatus(),
     updates: updater?.status(),
   });
   commands.register('status', () => status());
-  if (updater !== undefined) commands.register('sync', () => updater.checkNow());
+  if (sync !== undefined) commands.register('sync', () => sync.syncNow());
+  else if (updater !== undefined) {
+    const u = updater;
+    commands.register('sync', () => u.checkNow());
+  }
   uplink?.on('command', (cmd) => {
     commands.handle(cmd).catch((err: unknown) => log.error({ err }, 'command reply failed'));
   });
@@ -277,12 +325,14 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     pipelines,
     http,
     storage,
-    updater,
+    get updater() {
+      return updater;
+    },
     httpPort: undefined,
     status,
     recordSync(at, result) {
-      sync.lastSyncAt = at.toISOString();
-      sync.lastResult = result;
+      syncRecord.lastSyncAt = at.toISOString();
+      syncRecord.lastResult = result;
     },
     async start() {
       log.info({ deviceId: config.deviceId, bootId, version: OUTPOST_VERSION }, 'agent starting');
@@ -302,6 +352,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       uplink?.start();
       if (http !== undefined) agent.httpPort = await http.start();
       updater?.start();
+      sync?.start();
       state = 'running';
       log.info({ models: modelList().length }, 'agent ready');
     },
@@ -311,6 +362,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       log.info('agent stopping');
       // Each step logs `shutdown step` so an operator (and the lifecycle test) can see the order.
       const step = (name: string) => log.info({ step: name }, 'shutdown step');
+      await sync?.stop();
       await updater?.stop();
       await bus?.stop();
       await http?.stop();

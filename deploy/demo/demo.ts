@@ -9,12 +9,15 @@ import { createAgent } from '../../agent/main.ts';
 import type { Envelope } from '../../shared/envelope.ts';
 import { VIBRATION_ANOMALY_THRESHOLD } from '../../shared/onnx/models.ts';
 import { vibrationBundle } from '../examples/example-bundles.ts';
+import { followRollout, publish, startDemoFleet } from './demo-fleet.ts';
 import { SensorSimulator } from './sensor-sim.ts';
 
 /**
- * `npm start`: an embedded MQTT broker, one agent with the example vibration anomaly bundle,
- * and simulated accelerometers that now and then develop a fault. Predictions are read back
- * from the agent's MQTT topics and printed. Ctrl-C stops everything.
+ * `npm start`: an embedded MQTT broker, the control plane, one agent enrolled with it, and
+ * simulated accelerometers that now and then develop a fault. The demo publishes the signed
+ * vibration anomaly bundle and rolls it out (the agent starts with no model and gets it
+ * through the director and TUF), then a while later rolls out a second version. Predictions
+ * and rollout events are printed live. Ctrl-C stops everything.
  */
 const DEVICE = 'demo-device';
 const SENSORS = ['pump-1', 'fan-2'];
@@ -49,21 +52,36 @@ async function main(): Promise<void> {
   console.log(color(1, 'Outpost demo'));
   console.log(`  MQTT broker      ${broker.url}${brokerPort === 0 ? ' (1883 was busy)' : ''}`);
 
-  const bundle = await vibrationBundle(join(dataDir, 'bundles'));
+  const cpPort = (await portFree(8480)) ? 8480 : 0;
+  const fleet = await startDemoFleet(dataDir, cpPort, broker.url);
+  console.log(`  control plane    ${fleet.cp.url}  (OpenAPI at /openapi.json)`);
+  const bundles = join(dataDir, 'bundles');
+  const v1 = await vibrationBundle(bundles, '1.0.0', 1);
+  const v2 = await vibrationBundle(bundles, '1.1.0', 2);
+  await publish(fleet, v1.dir);
+  console.log(
+    `  published        ${v1.manifest.name}@${v1.manifest.version} (signed targets, snapshot and timestamp)`,
+  );
+  const { token } = await fleet.client.post<{ token: string }>('/v1/admin/enrolment-tokens', {
+    tags: { site: 'demo' },
+  });
+
   const config = loadConfig({
     overrides: {
       deviceId: DEVICE,
-      dataDir,
+      dataDir: join(dataDir, 'agent'),
       http: { port: httpPort },
+      runtime: { workers: 1 },
       uplink: { url: broker.url },
-      models: { bundles: [bundle.dir] },
+      sync: { enabled: true, url: fleet.cp.url, enrolmentToken: token, pollIntervalMs: 15_000 },
+      updates: { enabled: true, pinnedRoot: fleet.pinnedRoot },
     },
   });
   const agent = createAgent(config, { logger: pino({ level: process.env.OUTPOST_LOG ?? 'warn' }) });
   await agent.start();
   console.log(`  local HTTP API   http://127.0.0.1:${agent.httpPort}/v2/models/vibration-anomaly`);
   console.log(
-    `  model            ${bundle.manifest.name}@${bundle.manifest.version} (anomalous above ${VIBRATION_ANOMALY_THRESHOLD})`,
+    `  model            vibration-anomaly (anomalous above ${VIBRATION_ANOMALY_THRESHOLD}), delivered by rollout`,
   );
   console.log(`  topics           mosquitto_sub -p ${broker.port} -t 'outpost/v1/${DEVICE}/#' -v`);
   console.log('  Ctrl-C to stop\n');
@@ -73,7 +91,7 @@ async function main(): Promise<void> {
     clientId: 'outpost-demo-watcher',
   });
   await watcher.subscribeAsync(`outpost/v1/${DEVICE}/#`, { qos: 1 });
-  const latest = new Map<string, { score: number; n: number; active: boolean }>();
+  const latest = new Map<string, { score: number; n: number; active: boolean; version: string }>();
   watcher.on('message', (topic, payload) => {
     let env: Envelope<Record<string, unknown>>;
     try {
@@ -88,6 +106,7 @@ async function main(): Promise<void> {
         score: Number(env.body.score),
         n: (prev?.n ?? 0) + 1,
         active: env.body.active === true,
+        version: env.model?.version ?? '?',
       });
     } else if (topic.includes('/evt/anomaly')) {
       const on = env.body.active === true;
@@ -109,12 +128,37 @@ async function main(): Promise<void> {
       if (s === undefined) continue;
       const state = s.active ? color(31, 'ANOMALY') : color(32, 'ok     ');
       console.log(
-        `  ${new Date().toLocaleTimeString()}  ${sensor.padEnd(8)} ${state} score ${s.score.toFixed(4).padStart(7)} ${bar(s.score)}  ${String(s.n).padStart(5)} predictions  outbox ${agent.outbox.depth}`,
+        `  ${new Date().toLocaleTimeString()}  ${sensor.padEnd(8)} ${state} score ${s.score.toFixed(4).padStart(7)} ${bar(s.score)}  ${String(s.n).padStart(5)} predictions  model ${s.version}  outbox ${agent.outbox.depth}`,
       );
     }
   }, 1000);
 
   let stopping = false;
+  const say = (line: string) => console.log(color(36, `  ⇢ ${new Date().toLocaleTimeString()}  ${line}`));
+  const rollouts = (async () => {
+    const create = (bundle: string) =>
+      fleet.client.post<{ rollout: { id: string } }>('/v1/admin/rollouts', {
+        bundle,
+        selector: 'site=demo',
+        waves: '100',
+        maxFailureRate: '0%',
+        minReporting: 1,
+        soak: '5s',
+        deviceTimeout: '2m',
+      });
+    say(`rollout of ${v1.manifest.name}@1.0.0 to site=demo`);
+    const first = await create(`${v1.manifest.name}@1.0.0`);
+    await followRollout(fleet, first.rollout.id, say, () => stopping);
+    // Let the first version serve for a while; Ctrl-C cuts the wait short.
+    for (let i = 0; i < 80 && !stopping; i++) await new Promise((r) => setTimeout(r, 250));
+    if (stopping) return;
+    await publish(fleet, v2.dir);
+    say(`published ${v2.manifest.name}@1.1.0; rolling it out`);
+    const second = await create(`${v2.manifest.name}@1.1.0`);
+    await followRollout(fleet, second.rollout.id, say, () => stopping);
+  })().catch((err: unknown) => {
+    if (!stopping) console.error('  rollout failed:', err);
+  });
   const stop = async (reason: string) => {
     if (stopping) return;
     stopping = true;
@@ -129,6 +173,8 @@ async function main(): Promise<void> {
     await sensorClient.endAsync();
     await agent.stop();
     await watcher.endAsync();
+    await fleet.stop();
+    await rollouts;
     await broker.stop();
     console.log('  stopped cleanly.');
   };
