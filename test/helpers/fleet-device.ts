@@ -33,12 +33,17 @@ export class FleetDevice {
     pinnedRoot: string,
   ) {
     this.log = pino({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }).child({ device: id });
-    // The registry only loads, unloads and runs by key: prefix the keys with the device id.
+    // The registry loads, unloads and runs by key (and schedules by the pool's worker count):
+    // prefix the keys with the device id, pass the rest through.
     const view = {
       load: (key: string, path: string) => pool.load(`${id}/${key}`, path),
       unload: (key: string) => pool.unload(`${id}/${key}`),
       run: (key: string, feeds: Parameters<WorkerPool['run']>[1], outputs?: string[]) =>
         pool.run(`${id}/${key}`, feeds, outputs),
+      get workerCount() {
+        return pool.workerCount;
+      },
+      sessionStats: () => pool.sessionStats(),
     } as unknown as WorkerPool;
     this.registry = new ModelRegistry(view, this.log, 1);
     const config = loadConfig({
