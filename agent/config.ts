@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
+import cron from 'node-cron';
 import { z } from 'zod';
 import { OutpostError } from '../shared/errors.ts';
 import { isTopicLevel } from '../shared/topics.ts';
@@ -28,6 +29,25 @@ const mqttConnection = {
   password: z.string().optional(),
   tls: tlsSchema.optional(),
 };
+
+const lineStreamSchema = z
+  .object({
+    /** A file, a FIFO, or `-` for the agent's stdin. */
+    path: z.string().min(1),
+    /** For a regular file: keep reading what is appended (like `tail -f`) instead of stopping at the end. */
+    follow: z.boolean().default(true),
+    /** For a regular file: start at its end rather than replaying what it already holds. */
+    fromEnd: z.boolean().default(false),
+    /** Longer lines are dropped and counted. */
+    maxLineBytes: z
+      .number()
+      .int()
+      .min(16)
+      .default(64 * 1024),
+  })
+  .strict();
+
+const cronExpression = z.string().refine((s) => cron.validate(s), 'must be a valid cron expression');
 
 export const configSchema = z
   .object({
@@ -128,6 +148,27 @@ export const configSchema = z
           .default('uplink'),
         /** Readings buffered per pipeline before new ones are dropped (and counted). */
         bufferLimit: z.number().int().min(1).default(10_000),
+        /** A malformed-payload warning is logged at most once per this interval per pipeline. */
+        malformedLogIntervalMs: duration.default(60_000),
+        /** Named line streams (NDJSON or CSV) that pipelines with `source.kind: "lines"` read. */
+        streams: z.record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/), lineStreamSchema).default({}),
+      })
+      .strict()
+      .prefault({}),
+    telemetry: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** node-cron expressions (6 fields allow seconds): when each kind of figure is sampled. */
+        schedules: z
+          .object({
+            system: cronExpression.default('*/60 * * * * *'),
+            runtime: cronExpression.default('*/60 * * * * *'),
+            outbox: cronExpression.default('*/60 * * * * *'),
+          })
+          .strict()
+          .prefault({}),
+        /** QoS of telemetry messages (DESIGN: 0 or 1). */
+        qos: z.union([z.literal(0), z.literal(1)]).default(1),
       })
       .strict()
       .prefault({}),
@@ -278,6 +319,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<AgentConfi
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
   config.dataDir = abs(config.dataDir);
   config.models.bundles = config.models.bundles.map(abs);
+  for (const stream of Object.values(config.sensors.streams))
+    if (stream.path !== '-') stream.path = abs(stream.path);
   if (!isLoopback(config.http.host) && config.http.enabled && config.http.token === undefined) {
     throw configError([
       `http.token: required when http.host is ${config.http.host} (not loopback); set ${envName(['http', 'token'])}`,

@@ -14,7 +14,11 @@ import { PipelineManager } from './pipeline/manager.ts';
 import { Publisher } from './publisher.ts';
 import { WorkerPool } from './runtime/pool.ts';
 import { ModelRegistry } from './runtime/registry.ts';
+import { registerSensorRoutes } from './sources/http-push.ts';
+import { LineStreamSource } from './sources/line-stream.ts';
 import { MqttSensorBus } from './sources/mqtt-bus.ts';
+import { InferenceStats } from './telemetry/inference-stats.ts';
+import { Telemetry } from './telemetry/telemetry.ts';
 import { Uplink } from './uplink/uplink.ts';
 
 export interface AgentDeps {
@@ -32,6 +36,8 @@ export interface Agent {
   readonly uplink: Uplink | undefined;
   readonly pipelines: PipelineManager;
   readonly http: HttpServer | undefined;
+  readonly telemetry: Telemetry | undefined;
+  readonly lineStreams: ReadonlyMap<string, LineStreamSource>;
   /** The HTTP port actually bound (differs from the config when it asked for port 0). */
   httpPort: number | undefined;
   start(): Promise<void>;
@@ -113,13 +119,32 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
           `outpost-${config.deviceId}-sensors`,
           log.child({ component: 'sensors' }),
         );
+  const inference = new InferenceStats();
   const pipelines = new PipelineManager({
     registry,
     publisher,
     bus,
     log: log.child({ component: 'pipeline' }),
     bufferLimit: config.sensors.bufferLimit,
+    logIntervalMs: config.sensors.malformedLogIntervalMs,
+    observe: (model, ms, ok) => inference.record(model, ms, ok),
   });
+  const lineStreams = new Map<string, LineStreamSource>();
+  for (const [name, stream] of Object.entries(config.sensors.streams)) {
+    lineStreams.set(
+      name,
+      new LineStreamSource({
+        name,
+        ...stream,
+        log: log.child({ component: 'line-stream', stream: name }),
+        deliver: (line) => {
+          const runners = pipelines.lineStreamRunners(name);
+          if (runners.length === 0) return undefined;
+          return Promise.all(runners.map((r) => r.ingest(name, line)));
+        },
+      }),
+    );
+  }
   const commands = new CommandDispatcher(publisher, log.child({ component: 'commands' }));
 
   const status = (): AgentStatus => ({
@@ -153,7 +178,30 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
   });
   registry.on('changed', () => uplink?.refreshBirth());
 
+  const telemetry = config.telemetry.enabled
+    ? new Telemetry({
+        schedules: config.telemetry.schedules,
+        qos: config.telemetry.qos,
+        dataDir: config.dataDir,
+        publisher,
+        inference,
+        outbox: () => ({
+          ...outbox.stats(),
+          uplink:
+            uplink === undefined
+              ? undefined
+              : { state: uplink.state, inflight: uplink.inflightCount, ...uplink.counters },
+        }),
+        runtime: () => ({
+          pipelines: pipelines.stats(),
+          lineStreams: Object.fromEntries([...lineStreams].map(([n, l]) => [n, { ...l.counters }])),
+        }),
+        log: log.child({ component: 'telemetry' }),
+      })
+    : undefined;
+
   const router = new Router();
+  registerSensorRoutes(router, pipelines);
   registerV2(router, { registry, agentVersion: OUTPOST_VERSION, ready: () => state === 'running' });
   router.get('/v1/agent/status', ({ res }) => sendJson(res, 200, status()));
   const http = config.http.enabled
@@ -174,6 +222,8 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     uplink,
     pipelines,
     http,
+    telemetry,
+    lineStreams,
     httpPort: undefined,
     status,
     async start() {
@@ -189,7 +239,9 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       }
       bus?.start();
       pipelines.start();
+      for (const l of lineStreams.values()) l.start();
       uplink?.start();
+      telemetry?.start();
       if (http !== undefined) agent.httpPort = await http.start();
       state = 'running';
       log.info({ models: modelList().length }, 'agent ready');
@@ -198,7 +250,9 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       if (state === 'stopped' || state === 'stopping') return;
       state = 'stopping';
       log.info('agent stopping');
+      await telemetry?.stop();
       await bus?.stop();
+      await Promise.all([...lineStreams.values()].map((l) => l.stop()));
       await http?.stop();
       await pipelines.stop();
       outbox.flush();

@@ -60,6 +60,8 @@ export interface OutboxCounters {
   sent: number;
   expired: number;
   rejected: number;
+  /** Refused by the broker for good (MQTT 5 PUBACK reason ≥ 0x80, e.g. not authorized): dropped. */
+  refused: number;
   evicted_prediction: number;
   evicted_telemetry: number;
 }
@@ -103,7 +105,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     | undefined;
   private pending: Pending[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
-  private acks: Array<{ seq: number; bytes: number; lane: Lane }> = [];
+  private acks: Array<{ seq: number; bytes: number; lane: Lane; refused: boolean }> = [];
   private ackTimer: NodeJS.Timeout | undefined;
   private rows = 0;
   private bytes = 0;
@@ -113,6 +115,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     sent: 0,
     expired: 0,
     rejected: 0,
+    refused: 0,
     evicted_prediction: 0,
     evicted_telemetry: 0,
   };
@@ -139,19 +142,19 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       ),
       deleteSeq: db.prepare('DELETE FROM outbox WHERE seq = ?'),
       fetchLane: db.prepare(
-        'SELECT seq, id, lane, topic, payload, qos, retain, boot_id, props FROM outbox WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?',
+        'SELECT seq, id, lane, topic, payload, qos, retain, boot_id, props FROM outbox WHERE lane = ? AND seq > ? AND (expires_ms IS NULL OR expires_ms > ?) ORDER BY seq LIMIT ?',
       ),
       oldestInLane: db.prepare(
-        'SELECT seq, length(payload) + length(topic) AS bytes FROM outbox WHERE lane = ? ORDER BY seq LIMIT ?',
+        'SELECT seq, length(payload) + length(CAST(topic AS BLOB)) AS bytes FROM outbox WHERE lane = ? ORDER BY seq LIMIT ?',
       ),
       expire: db.prepare(
-        'DELETE FROM outbox WHERE expires_ms IS NOT NULL AND expires_ms <= ? RETURNING lane, length(payload) + length(topic) AS bytes',
+        'DELETE FROM outbox WHERE expires_ms IS NOT NULL AND expires_ms <= ? RETURNING lane, length(payload) + length(CAST(topic AS BLOB)) AS bytes',
       ),
       counter: db.prepare(
         'INSERT INTO outbox_counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value',
       ),
       countRows: db.prepare(
-        'SELECT lane, count(*) AS n, coalesce(sum(length(payload) + length(topic)), 0) AS b FROM outbox GROUP BY lane',
+        'SELECT lane, count(*) AS n, coalesce(sum(length(payload) + length(CAST(topic AS BLOB))), 0) AS b FROM outbox GROUP BY lane',
       ),
     };
     for (const row of db.prepare('SELECT name, value FROM outbox_counters').all() as Array<{
@@ -277,10 +280,10 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     for (const [name, value] of Object.entries(this.counters)) this.stmts!.counter.run(name, value);
   }
 
-  /** Committed messages of one lane after `afterSeq`, oldest first, skipping expired ones. */
+  /** Committed messages of one lane after `afterSeq`, oldest first, skipping expired ones (expire() counts them). */
   fetch(lane: Lane, afterSeq: number, limit: number): StoredMessage[] {
     if (this.stmts === undefined) return [];
-    const rows = this.stmts.fetchLane.all(LANES[lane], afterSeq, limit) as Array<{
+    const rows = this.stmts.fetchLane.all(LANES[lane], afterSeq, this.now(), limit) as Array<{
       seq: number;
       id: string;
       lane: number;
@@ -306,8 +309,8 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   }
 
   /** Marks a message delivered. Deletes are batched into one transaction. */
-  ack(msg: Pick<StoredMessage, 'seq' | 'bytes' | 'lane'>): void {
-    this.acks.push({ seq: msg.seq, bytes: msg.bytes, lane: msg.lane });
+  ack(msg: Pick<StoredMessage, 'seq' | 'bytes' | 'lane'>, refused = false): void {
+    this.acks.push({ seq: msg.seq, bytes: msg.bytes, lane: msg.lane, refused });
     if (this.acks.length >= 512) this.flushAcks();
     else if (this.ackTimer === undefined) this.ackTimer = setTimeout(() => this.flushAcks(), 20);
   }
@@ -322,16 +325,15 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     this.acks = [];
     try {
       this.db.transaction(() => {
-        let deleted = 0;
         for (const a of acks) {
           // A row already evicted or expired is not counted twice.
           if (this.stmts!.deleteSeq.run(a.seq).changes === 0) continue;
-          deleted++;
+          if (a.refused) this.counters.refused++;
+          else this.counters.sent++;
           this.rows--;
           this.bytes -= a.bytes;
           this.rowsByLane[a.lane]--;
         }
-        this.counters.sent += deleted;
         this.saveCounters();
       })();
     } catch (err) {
@@ -344,16 +346,26 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   expire(): number {
     if (this.db === undefined) return 0;
     let n = 0;
-    this.db.transaction(() => {
-      const gone = this.stmts!.expire.all(this.now()) as Array<{ lane: number; bytes: number }>;
-      n = gone.length;
-      this.counters.expired += n;
-      if (n > 0) this.saveCounters();
-    })();
-    if (n > 0) {
+    try {
+      this.db.transaction(() => {
+        const gone = this.stmts!.expire.all(this.now()) as Array<{ lane: number; bytes: number }>;
+        n = gone.length;
+        // The rows say what they weighed: no full-table recount on a large backlog.
+        for (const g of gone) {
+          const lane = LANE_NAMES[g.lane] ?? 'telemetry';
+          this.rows--;
+          this.bytes -= g.bytes + ROW_OVERHEAD;
+          this.rowsByLane[lane]--;
+        }
+        this.counters.expired += n;
+        if (n > 0) this.saveCounters();
+      })();
+    } catch (err) {
       this.recount();
-      this.options.log.warn({ expired: n }, 'outbox messages expired before they could be sent');
+      this.options.log.error({ err }, 'outbox expiry failed');
+      return 0;
     }
+    if (n > 0) this.options.log.warn({ expired: n }, 'outbox messages expired before they could be sent');
     return n;
   }
 

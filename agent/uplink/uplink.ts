@@ -38,6 +38,9 @@ export type UplinkState = 'stopped' | 'connecting' | 'connected' | 'waiting';
 
 const LANE_ORDER: Lane[] = ['control', 'prediction', 'telemetry'];
 
+/** MQTT 5 PUBACK reasons that will not change on retry: not authorized, bad topic, too large, bad format. */
+const PERMANENT_REFUSALS = new Set([0x87, 0x90, 0x95, 0x99]);
+
 /**
  * The MQTT uplink. It owns reconnection (capped, jittered backoff; one fresh mqtt.js client per
  * connection) and reads what to send from the outbox, never from mqtt.js's in-memory queue,
@@ -63,7 +66,7 @@ export class Uplink extends EventEmitter<UplinkEvents> {
   state: UplinkState = 'stopped';
   lastError: string | undefined;
   connectedAt: number | undefined;
-  readonly counters = { connects: 0, disconnects: 0, published: 0, acked: 0, replayed: 0 };
+  readonly counters = { connects: 0, disconnects: 0, published: 0, acked: 0, replayed: 0, refused: 0 };
 
   constructor(private readonly options: UplinkOptions) {
     super();
@@ -214,7 +217,9 @@ export class Uplink extends EventEmitter<UplinkEvents> {
   }
 
   private resetWindow(): void {
-    // What was in flight is sent again on the next connection, from the outbox.
+    // What was in flight is sent again on the next connection, from the outbox. Acks still
+    // waiting for their batched delete go to disk first, or they would be sent again too.
+    this.options.outbox.flushAcks();
     this.replayUpTo = Math.max(this.replayUpTo, this.maxFetched);
     this.inflight.clear();
     this.cursors.control = 0;
@@ -267,6 +272,14 @@ export class Uplink extends EventEmitter<UplinkEvents> {
       if (generation !== this.generation || !this.inflight.has(m.seq)) return;
       this.inflight.delete(m.seq);
       if (err) {
+        const reason = (err as { code?: unknown }).code;
+        if (typeof reason === 'number' && PERMANENT_REFUSALS.has(reason)) {
+          // Sending it again cannot succeed and would replay it on every reconnect: drop and count.
+          this.counters.refused++;
+          this.options.log.warn({ topic: m.topic, reason, seq: m.seq }, 'broker refused a message; dropped');
+          this.options.outbox.ack(m, true);
+          return;
+        }
         this.options.log.debug({ err, seq: m.seq }, 'publish failed; it stays in the outbox');
         return;
       }
