@@ -37,6 +37,7 @@ export interface Agent {
   readonly pipelines: PipelineManager;
   readonly http: HttpServer | undefined;
   readonly telemetry: Telemetry | undefined;
+  readonly commands: CommandDispatcher;
   readonly lineStreams: ReadonlyMap<string, LineStreamSource>;
   /** The HTTP port actually bound (differs from the config when it asked for port 0). */
   httpPort: number | undefined;
@@ -223,6 +224,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     pipelines,
     http,
     telemetry,
+    commands,
     lineStreams,
     httpPort: undefined,
     status,
