@@ -122,7 +122,7 @@ export class Uplink extends EventEmitter<UplinkEvents> {
       clean: true,
       keepalive: this.options.keepaliveS,
       reconnectPeriod: 0,
-      connectTimeout: 15_000,
+      connectTimeout: 10_000,
       // Durability is the outbox's job; mqtt.js must not queue anything of its own.
       queueQoSZero: false,
       resubscribe: false,
@@ -153,7 +153,9 @@ export class Uplink extends EventEmitter<UplinkEvents> {
         }
         this.lastError = reason;
         this.resetWindow();
-        client.removeAllListeners();
+        // Not removeAllListeners(): mqtt.js's own 'close' listener clears its CONNACK timer,
+        // which otherwise keeps the process alive for connectTimeout. The `settled` and
+        // generation checks make this connection's later events harmless.
         client.on('error', () => {});
         client.end(true);
         if (this.client === client) this.client = undefined;
@@ -180,6 +182,7 @@ export class Uplink extends EventEmitter<UplinkEvents> {
         this.pump();
       });
       client.on('message', (topic, payload, packet) => {
+        if (settled || generation !== this.generation) return;
         const name = topic.split('/').pop() ?? '';
         const command: IncomingCommand = { name, payload };
         if (packet.properties?.responseTopic !== undefined)
@@ -320,7 +323,6 @@ export class Uplink extends EventEmitter<UplinkEvents> {
       client.end(false, {}, () => resolve());
       setTimeout(resolve, 500).unref();
     });
-    client.removeAllListeners();
     client.on('error', () => {});
     this.client = undefined;
     this.options.outbox.flushAcks();
