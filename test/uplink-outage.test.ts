@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { chmodSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { Aedes } from 'aedes';
@@ -15,6 +16,8 @@ type Pred = Envelope<{ key: string; values: number[] }> & { historical?: true };
 
 interface Outage {
   url: string;
+  /** Called just before the broker goes away. */
+  beforeStop?: () => Promise<void>;
   /** How the cloud side listens: `dup` is set when the broker itself sent the message again. */
   subscribe(topic: string, onMessage: (payload: Buffer, dup: boolean) => void): Promise<void>;
   stop(): Promise<void>;
@@ -25,25 +28,36 @@ interface Outage {
 /** mosquitto with persistence on, so the cloud subscriber's session and queue survive the restart. */
 async function mosquittoBroker(): Promise<Outage> {
   const dir = tempDir('mosquitto-db');
+  // mosquitto started as root drops to its own user before it saves its database.
+  chmodSync(dir, 0o777);
   const b = await startBroker({
     kind: 'mosquitto',
     extraConfig: `allow_anonymous true\npersistence true\npersistence_location ${dir}/\nautosave_interval 1`,
   });
   let sub: mqtt.MqttClient | undefined;
+  let listen: ((payload: Buffer, dup: boolean) => void) | undefined;
+  const connect = async () => {
+    sub = await mqtt.connectAsync(b.url, { protocolVersion: 4, clientId: 'cloud-subscriber', clean: false });
+    sub.on('message', (_t, payload, packet) => listen?.(payload, packet.dup));
+  };
   return {
     url: b.url,
     async subscribe(topic, onMessage) {
-      sub = await mqtt.connectAsync(b.url, {
-        protocolVersion: 4,
-        clientId: 'cloud-subscriber',
-        clean: false,
-        reconnectPeriod: 100,
-      });
-      await sub.subscribeAsync(topic, { qos: 1 });
-      sub.on('message', (_t, payload, packet) => onMessage(payload, packet.dup));
+      listen = onMessage;
+      await connect();
+      await sub?.subscribeAsync(topic, { qos: 1 });
+    },
+    // The cloud subscriber leaves cleanly (its session and queue persist) before the broker
+    // stops: mosquitto can lose QoS 1 messages that were in flight to a subscriber when it is
+    // terminated, which is a loss on the broker → cloud hop, not the device's.
+    beforeStop: async () => {
+      await sub?.endAsync();
     },
     stop: () => b.stop(),
-    start: () => b.start(),
+    async start() {
+      await b.start();
+      await connect();
+    },
     async close() {
       await sub?.endAsync(true);
       await b.stop();
@@ -153,6 +167,7 @@ async function outageRun(broker: Outage, expectProtocol: 5 | 4): Promise<void> {
     });
     const outage = (async () => {
       await new Promise((r) => setTimeout(r, 800));
+      await broker.beforeStop?.();
       await broker.stop();
       phase = 'down';
       await waitFor(() => agent.uplink?.state !== 'connected', 'the uplink to notice');
