@@ -6,8 +6,8 @@ import Database from 'better-sqlite3';
 import mqtt from 'mqtt';
 import { pino } from 'pino';
 import { Outbox, type OutboxMessage } from '../agent/outbox/outbox.ts';
-import { isOutpostError } from '../shared/errors.ts';
 import type { Envelope } from '../shared/envelope.ts';
+import { isOutpostError } from '../shared/errors.ts';
 import { testAgent, waitFor } from './helpers/agent.ts';
 import { startBroker } from './helpers/broker.ts';
 import { tempDir } from './helpers/tmp.ts';
@@ -91,7 +91,11 @@ test('bounds reached: telemetry is evicted first, then predictions, control neve
     assert.deepEqual(got.p, range(11, 60), 'predictions: the oldest were evicted');
     assert.deepEqual(got.t, []);
     s = agent.outbox.stats();
-    assert.equal(85 - got.t.length, s.evicted_telemetry + s.rejected, 'missing telemetry = evicted + refused');
+    assert.equal(
+      85 - got.t.length,
+      s.evicted_telemetry + s.rejected,
+      'missing telemetry = evicted + refused',
+    );
     assert.equal(60 - got.p.length, s.evicted_prediction, 'missing predictions = evicted');
     assert.equal(s.sent, 100);
   } finally {
@@ -135,10 +139,14 @@ test('byte bound, control never evicted, TTL expiry, counters persisted, schema 
       (err: unknown) => (isOutpostError(err, 'OUTBOX_FULL') ? 'full' : String(err)),
     );
   // ~1 kB each (payload + topic + row overhead): nine predictions fit in 10 kB.
-  const results = await Promise.all(Array.from({ length: 9 }, (_, i) => fail(outbox.enqueue(msg(`p${i}`, 'prediction', 1000)))));
+  const results = await Promise.all(
+    Array.from({ length: 9 }, (_, i) => fail(outbox.enqueue(msg(`p${i}`, 'prediction', 1000)))),
+  );
   assert.deepEqual(new Set(results), new Set(['ok']));
   // Control takes the room of predictions, oldest first, never the other way round.
-  const control = await Promise.all(Array.from({ length: 12 }, (_, i) => fail(outbox.enqueue(msg(`c${i}`, 'control', 1000)))));
+  const control = await Promise.all(
+    Array.from({ length: 12 }, (_, i) => fail(outbox.enqueue(msg(`c${i}`, 'control', 1000)))),
+  );
   let s = outbox.stats();
   assert.equal(s.rowsByLane.prediction, 0);
   assert.equal(s.evicted_prediction, 9);
@@ -171,7 +179,14 @@ test('byte bound, control never evicted, TTL expiry, counters persisted, schema 
   const again = new Outbox(options);
   again.start();
   const t = again.stats();
-  for (const k of ['sent', 'expired', 'rejected', 'evicted_prediction', 'evicted_telemetry', 'enqueued'] as const)
+  for (const k of [
+    'sent',
+    'expired',
+    'rejected',
+    'evicted_prediction',
+    'evicted_telemetry',
+    'enqueued',
+  ] as const)
     assert.equal(t[k], before[k], k);
   assert.equal(t.rows, 1);
   again.stop();

@@ -122,7 +122,11 @@ test('SIGKILL mid-stream: everything accepted (2xx = committed) arrives after a 
   const second = await spawnAgent(configFile);
   assert.notEqual(second.bootId, first.bootId);
   const arrived = () => new Set(received.map((e) => readingOf(e.body)));
-  await waitFor(() => accepted.every((a) => arrived().has(a)), 'every accepted reading after the restart', 20_000);
+  await waitFor(
+    () => accepted.every((a) => arrived().has(a)),
+    'every accepted reading after the restart',
+    20_000,
+  );
   await waitFor(async () => {
     const res = await fetch(`http://127.0.0.1:${second.port}/v1/agent/status`);
     const status = (await res.json()) as { outbox: { rows: number } };
@@ -131,7 +135,8 @@ test('SIGKILL mid-stream: everything accepted (2xx = committed) arrives after a 
   await new Promise((r) => setTimeout(r, 100));
   // Messages sent again by the new run are marked historical and keep their ids.
   const replays = received.filter((e) => e.bootId === first.bootId && e.historical === true);
-  if (afterKill.rows > 0) assert.ok(replays.length > 0, 'leftovers of the killed run are replayed as historical');
+  if (afterKill.rows > 0)
+    assert.ok(replays.length > 0, 'leftovers of the killed run are replayed as historical');
   const ids = new Set(received.map((e) => e.id));
   assert.ok(ids.size >= accepted.length);
   assert.ok(ids.size <= attempted, 'nothing invented');

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { appendFileSync, openSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, test } from 'node:test';
@@ -10,10 +10,10 @@ import type { Agent } from '../agent/main.ts';
 import { LineStreamSource } from '../agent/sources/line-stream.ts';
 import type { Envelope } from '../shared/envelope.ts';
 import { topics } from '../shared/topics.ts';
+import { linearPipelineBundle, readingOf } from './fixtures/pipeline-bundles.ts';
 import { testAgent, waitFor } from './helpers/agent.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
 import { tempDir } from './helpers/tmp.ts';
-import { linearPipelineBundle, readingOf } from './fixtures/pipeline-bundles.ts';
 
 type Pred = Envelope<{ key: string; values: number[] }>;
 
@@ -37,7 +37,11 @@ function fromDevice(device: string): Pred[] {
   return received.filter((e) => e.deviceId === device);
 }
 
-async function agentWith(device: string, source: Record<string, unknown>, config: Record<string, unknown> = {}) {
+async function agentWith(
+  device: string,
+  source: Record<string, unknown>,
+  config: Record<string, unknown> = {},
+) {
   const bundle = await linearPipelineBundle(tempDir('bundles'), source);
   const agent = testAgent({
     deviceId: device,

@@ -5,6 +5,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import mqtt, { type MqttClient } from 'mqtt';
+import type { AgentConfigInput } from '../agent/config.ts';
 import type { Agent } from '../agent/main.ts';
 import type { Envelope } from '../shared/envelope.ts';
 import { topics } from '../shared/topics.ts';
@@ -30,7 +31,7 @@ function passwordFile(users: Record<string, string>): string {
   return file;
 }
 
-async function pushAgent(device: string, uplink: Record<string, unknown>): Promise<Agent> {
+async function pushAgent(device: string, uplink: AgentConfigInput['uplink']): Promise<Agent> {
   const bundle = await linearPipelineBundle(tempDir('bundles'), {
     kind: 'http',
     name: 'feed',
@@ -38,7 +39,7 @@ async function pushAgent(device: string, uplink: Record<string, unknown>): Promi
   });
   const agent = testAgent({
     deviceId: device,
-    uplink: { backoffMinMs: 100, backoffMaxMs: 500, ...uplink } as { url: string },
+    uplink: { backoffMinMs: 100, backoffMaxMs: 500, ...uplink },
     sensors: { mqtt: 'off' },
     telemetry: { enabled: false },
     models: { bundles: [bundle.dir] },
@@ -63,8 +64,15 @@ function listen(client: MqttClient): Array<{ topic: string; payload: string }> {
 
 test('the shipped per-device ACL: a device publishes under its own topics only; passwords are required', async () => {
   const passwd = passwordFile({ 'outpost-cloud': 'cloud-pw', 'dev-a': 'a-pw', 'dev-b': 'b-pw' });
-  const broker = await startBroker({ kind: 'mosquitto', extraConfig: `password_file ${passwd}\nacl_file ${ACL}` });
-  const cloud = await mqtt.connectAsync(broker.url, { protocolVersion: 5, username: 'outpost-cloud', password: 'cloud-pw' });
+  const broker = await startBroker({
+    kind: 'mosquitto',
+    extraConfig: `password_file ${passwd}\nacl_file ${ACL}`,
+  });
+  const cloud = await mqtt.connectAsync(broker.url, {
+    protocolVersion: 5,
+    username: 'outpost-cloud',
+    password: 'cloud-pw',
+  });
   await cloud.subscribeAsync('outpost/v1/#', { qos: 1 });
   const seen = listen(cloud);
   const agent = await pushAgent('dev-a', { url: broker.url, username: 'dev-a', password: 'a-pw' });
@@ -72,14 +80,30 @@ test('the shipped per-device ACL: a device publishes under its own topics only; 
   try {
     await waitFor(() => agent.uplink?.state === 'connected', 'dev-a to connect with its password');
     await push(agent, 1);
-    await waitFor(() => seen.some((m) => m.topic === topics.pred('dev-a', 'linear-regression')), 'dev-a prediction');
+    await waitFor(
+      () => seen.some((m) => m.topic === topics.pred('dev-a', 'linear-regression')),
+      'dev-a prediction',
+    );
     const pred = seen.find((m) => m.topic === topics.pred('dev-a', 'linear-regression'));
     assert.equal(readingOf((JSON.parse(pred?.payload ?? '{}') as Envelope<{ values: number[] }>).body), 1);
-    assert.ok(seen.some((m) => m.topic === topics.status('dev-a')), 'its birth message passes the ACL');
+    assert.ok(
+      seen.some((m) => m.topic === topics.status('dev-a')),
+      'its birth message passes the ACL',
+    );
 
     // dev-a, as a raw MQTT client, tries to write dev-b's topics and to forge its own commands.
-    const v5 = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: 'dev-a-raw5', username: 'dev-a', password: 'a-pw' });
-    const v4 = await mqtt.connectAsync(broker.url, { protocolVersion: 4, clientId: 'dev-a-raw4', username: 'dev-a', password: 'a-pw' });
+    const v5 = await mqtt.connectAsync(broker.url, {
+      protocolVersion: 5,
+      clientId: 'dev-a-raw5',
+      username: 'dev-a',
+      password: 'a-pw',
+    });
+    const v4 = await mqtt.connectAsync(broker.url, {
+      protocolVersion: 4,
+      clientId: 'dev-a-raw4',
+      username: 'dev-a',
+      password: 'a-pw',
+    });
     clients.push(v5, v4);
     await assert.rejects(
       v5.publishAsync(topics.pred('dev-b', 'linear-regression'), 'forged', { qos: 1 }),
@@ -111,7 +135,11 @@ test('the shipped per-device ACL: a device publishes under its own topics only; 
     );
 
     // dev-b's own credentials do work for dev-b.
-    const b = await mqtt.connectAsync(broker.url, { protocolVersion: 4, username: 'dev-b', password: 'b-pw' });
+    const b = await mqtt.connectAsync(broker.url, {
+      protocolVersion: 4,
+      username: 'dev-b',
+      password: 'b-pw',
+    });
     clients.push(b);
     await b.publishAsync(topics.pred('dev-b', 'linear-regression'), 'from-b', { qos: 1 });
     await waitFor(() => seen.some((m) => m.payload === 'from-b'), 'dev-b on its own topic');
@@ -130,7 +158,12 @@ test('the shipped per-device ACL: a device publishes under its own topics only; 
   }
 
   // A wrong password never gets in.
-  const wrong = await pushAgent('dev-a', { url: broker.url, username: 'dev-a', password: 'nope', protocol: '5' });
+  const wrong = await pushAgent('dev-a', {
+    url: broker.url,
+    username: 'dev-a',
+    password: 'nope',
+    protocol: '5',
+  });
   try {
     await waitFor(() => wrong.uplink?.lastError !== undefined, 'the refusal');
     await new Promise((r) => setTimeout(r, 300));
@@ -151,12 +184,93 @@ function openssl(args: string[], cwd: string): void {
 function makeCerts(device: string): string {
   const dir = tempDir('certs');
   chmodSync(dir, 0o755);
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=outpost-test-ca', '-keyout', 'ca.key', '-out', 'ca.crt'], dir);
+  openssl(
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=outpost-test-ca',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.crt',
+    ],
+    dir,
+  );
   writeFileSync(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', 'server.key', '-out', 'server.csr'], dir);
-  openssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'server.ext', '-out', 'server.crt'], dir);
-  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${device}`, '-keyout', 'client.key', '-out', 'client.csr'], dir);
-  openssl(['x509', '-req', '-in', 'client.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', 'client.crt'], dir);
+  openssl(
+    [
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-keyout',
+      'server.key',
+      '-out',
+      'server.csr',
+    ],
+    dir,
+  );
+  openssl(
+    [
+      'x509',
+      '-req',
+      '-in',
+      'server.csr',
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-days',
+      '2',
+      '-extfile',
+      'server.ext',
+      '-out',
+      'server.crt',
+    ],
+    dir,
+  );
+  openssl(
+    [
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      `/CN=${device}`,
+      '-keyout',
+      'client.key',
+      '-out',
+      'client.csr',
+    ],
+    dir,
+  );
+  openssl(
+    [
+      'x509',
+      '-req',
+      '-in',
+      'client.csr',
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-days',
+      '2',
+      '-out',
+      'client.crt',
+    ],
+    dir,
+  );
   for (const f of ['ca.crt', 'server.crt', 'server.key']) chmodSync(join(dir, f), 0o644);
   return dir;
 }
@@ -176,7 +290,9 @@ async function waitPort(port: number): Promise<void> {
   );
 }
 
-test('mutual TLS with the shipped mosquitto.conf: the device id comes from the client certificate', { skip: mosquittoPath() === undefined }, async () => {
+test('mutual TLS with the shipped mosquitto.conf: the device id comes from the client certificate', {
+  skip: mosquittoPath() === undefined,
+}, async () => {
   const certs = makeCerts('dev-t');
   const passwd = passwordFile({ 'outpost-cloud': 'cloud-pw' });
   const tlsPort = await freePort();
@@ -196,13 +312,18 @@ test('mutual TLS with the shipped mosquitto.conf: the device id comes from the c
     .replace('#use_identity_as_username true', 'use_identity_as_username true');
   const confFile = join(tempDir('mosquitto-conf'), 'mosquitto.conf');
   writeFileSync(confFile, `${conf}\nlog_dest stderr\nlog_type error\n`);
-  const child: ChildProcess = spawn(mosquittoPath() as string, ['-c', confFile], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child: ChildProcess = spawn(mosquittoPath() as string, ['-c', confFile], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   const clients: MqttClient[] = [];
   let agent: Agent | undefined;
   try {
     await waitPort(tlsPort);
     await waitPort(adminPort);
-    const cloud = await mqtt.connectAsync(`mqtt://127.0.0.1:${adminPort}`, { username: 'outpost-cloud', password: 'cloud-pw' });
+    const cloud = await mqtt.connectAsync(`mqtt://127.0.0.1:${adminPort}`, {
+      username: 'outpost-cloud',
+      password: 'cloud-pw',
+    });
     clients.push(cloud);
     await cloud.subscribeAsync('outpost/v1/#', { qos: 1 });
     const seen = listen(cloud);
@@ -212,7 +333,10 @@ test('mutual TLS with the shipped mosquitto.conf: the device id comes from the c
     });
     await waitFor(() => agent?.uplink?.state === 'connected', 'the TLS uplink');
     await push(agent, 42);
-    await waitFor(() => seen.some((m) => m.topic === topics.pred('dev-t', 'linear-regression')), 'the prediction over TLS');
+    await waitFor(
+      () => seen.some((m) => m.topic === topics.pred('dev-t', 'linear-regression')),
+      'the prediction over TLS',
+    );
 
     // Without a client certificate the TLS listener refuses the device.
     const anonymous = mqtt.connect(`mqtts://127.0.0.1:${tlsPort}`, {
