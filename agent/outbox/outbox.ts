@@ -80,7 +80,8 @@ interface Pending {
 }
 
 export interface OutboxEvents {
-  committed: [];
+  /** Rows just committed, in seq order: a caught-up uplink sends these without reading them back. */
+  committed: [rows: StoredMessage[]];
 }
 
 const ROW_OVERHEAD = 64;
@@ -204,6 +205,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     const now = this.now();
     const accepted: Pending[] = [];
     const rejected: Pending[] = [];
+    const stored: StoredMessage[] = [];
     try {
       this.db.transaction(() => {
         for (const p of batch) {
@@ -214,7 +216,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
             continue;
           }
           const ttl = m.ttlMs ?? (m.lane === 'control' ? 0 : this.options.ttlMs[m.lane]);
-          this.stmts!.insert.run(
+          const info = this.stmts!.insert.run(
             m.id,
             LANES[m.lane],
             m.topic,
@@ -230,6 +232,18 @@ export class Outbox extends EventEmitter<OutboxEvents> {
           this.bytes += bytes;
           this.rowsByLane[m.lane]++;
           accepted.push(p);
+          stored.push({
+            ...(m.props === undefined ? {} : { props: m.props }),
+            seq: Number(info.lastInsertRowid),
+            id: m.id,
+            lane: m.lane,
+            topic: m.topic,
+            payload: m.payload,
+            qos: m.qos,
+            retain: m.retain === true,
+            bootId: this.options.bootId,
+            bytes,
+          });
         }
         this.counters.enqueued += accepted.length;
         this.counters.rejected += rejected.length;
@@ -246,7 +260,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     for (const p of rejected) {
       p.reject(new OutpostError('OUTBOX_FULL', `outbox is full (${this.rows} rows, ${this.bytes} bytes)`));
     }
-    if (accepted.length > 0) this.emit('committed');
+    if (stored.length > 0) this.emit('committed', stored);
   }
 
   /** Evicts lower-priority rows (telemetry, then predictions) until `bytes` more fit. */

@@ -41,6 +41,8 @@ const LANE_ORDER: Lane[] = ['control', 'prediction', 'telemetry'];
 /** MQTT 5 PUBACK reasons that will not change on retry: not authorized, bad topic, too large, bad format. */
 const PERMANENT_REFUSALS = new Set([0x87, 0x90, 0x95, 0x99]);
 
+const FRESH_LIMIT = 8_192;
+
 /**
  * The MQTT uplink. It owns reconnection (capped, jittered backoff; one fresh mqtt.js client per
  * connection) and reads what to send from the outbox, never from mqtt.js's in-memory queue,
@@ -58,6 +60,15 @@ export class Uplink extends EventEmitter<UplinkEvents> {
   private protocolSettled: boolean;
   private readonly cursors: Record<Lane, number> = { control: 0, prediction: 0, telemetry: 0 };
   private readonly inflight = new Map<number, StoredMessage>();
+  /**
+   * A lane is caught up when a read from the outbox found nothing more after its cursor. From
+   * then on, freshly committed rows are queued here straight from the commit and sent without
+   * reading them back: no SELECT per message in steady state. Past FRESH_LIMIT (the window is
+   * stuck) the queue is dropped and the lane reads from the outbox again.
+   */
+  private readonly caughtUp: Record<Lane, boolean> = { control: false, prediction: false, telemetry: false };
+  private readonly fresh: Record<Lane, StoredMessage[]> = { control: [], prediction: [], telemetry: [] };
+  private readonly freshHead: Record<Lane, number> = { control: 0, prediction: 0, telemetry: 0 };
   /** Messages at or below this seq were handed to an earlier connection: they are replays. */
   private replayUpTo = 0;
   private maxFetched = 0;
@@ -73,7 +84,7 @@ export class Uplink extends EventEmitter<UplinkEvents> {
     this.backoff = new Backoff(options.backoffMinMs, options.backoffMaxMs);
     this.protocolVersion = options.protocol === '3.1.1' ? 4 : 5;
     this.protocolSettled = options.protocol !== 'auto';
-    options.outbox.on('committed', () => this.pump());
+    options.outbox.on('committed', (rows) => this.onCommitted(rows));
   }
 
   get protocol(): 5 | 4 {
@@ -225,9 +236,46 @@ export class Uplink extends EventEmitter<UplinkEvents> {
     this.options.outbox.flushAcks();
     this.replayUpTo = Math.max(this.replayUpTo, this.maxFetched);
     this.inflight.clear();
-    this.cursors.control = 0;
-    this.cursors.prediction = 0;
-    this.cursors.telemetry = 0;
+    for (const lane of LANE_ORDER) {
+      this.cursors[lane] = 0;
+      this.dropFresh(lane);
+    }
+  }
+
+  private dropFresh(lane: Lane): void {
+    this.caughtUp[lane] = false;
+    this.fresh[lane] = [];
+    this.freshHead[lane] = 0;
+  }
+
+  private onCommitted(rows: StoredMessage[]): void {
+    if (this.state === 'connected') {
+      for (const m of rows) {
+        if (!this.caughtUp[m.lane] || m.seq <= this.cursors[m.lane]) continue;
+        const queue = this.fresh[m.lane];
+        if (queue.length - this.freshHead[m.lane] >= FRESH_LIMIT) this.dropFresh(m.lane);
+        else queue.push(m);
+      }
+    }
+    this.pump();
+  }
+
+  /** Up to `limit` messages of a lane after its cursor: from memory when caught up, else from disk. */
+  private next(lane: Lane, limit: number): StoredMessage[] {
+    if (this.caughtUp[lane]) {
+      const queue = this.fresh[lane];
+      const head = this.freshHead[lane];
+      const end = Math.min(queue.length, head + limit);
+      const out = queue.slice(head, end);
+      if (end === queue.length) {
+        this.fresh[lane] = [];
+        this.freshHead[lane] = 0;
+      } else this.freshHead[lane] = end;
+      return out;
+    }
+    const batch = this.options.outbox.fetch(lane, this.cursors[lane], limit);
+    if (batch.length < limit) this.caughtUp[lane] = true;
+    return batch;
   }
 
   /** Fills the in-flight window from the outbox, most important lane first. */
@@ -240,9 +288,10 @@ export class Uplink extends EventEmitter<UplinkEvents> {
       for (const lane of LANE_ORDER) {
         while (this.inflight.size < this.options.inflight) {
           const room = this.options.inflight - this.inflight.size;
-          const batch = this.options.outbox.fetch(lane, this.cursors[lane], Math.min(room, 256));
+          const batch = this.next(lane, Math.min(room, 256));
           if (batch.length === 0) break;
           for (const m of batch) {
+            if (m.seq <= this.cursors[lane]) continue;
             this.cursors[lane] = m.seq;
             if (m.seq > this.maxFetched) this.maxFetched = m.seq;
             this.send(client, generation, m);
