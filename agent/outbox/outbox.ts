@@ -143,10 +143,13 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       ),
       deleteSeq: db.prepare('DELETE FROM outbox WHERE seq = ?'),
       fetchLane: db.prepare(
-        'SELECT seq, id, lane, topic, payload, qos, retain, boot_id, props FROM outbox WHERE lane = ? AND seq > ? AND (expires_ms IS NULL OR expires_ms > ?) ORDER BY seq LIMIT ?',
-      ),
+        // INDEXED BY: with statistics SQLite may walk the rowid over every lane instead.
+        'SELECT seq, id, topic, payload, qos, retain, boot_id, props FROM outbox INDEXED BY outbox_lane_seq WHERE lane = ? AND seq > ? AND (expires_ms IS NULL OR expires_ms > ?) ORDER BY seq LIMIT ?',
+      )
+        // Arrays, not objects: a backlog drain reads every row once, and this is ~3× faster.
+        .raw(true),
       oldestInLane: db.prepare(
-        'SELECT seq, length(payload) + length(CAST(topic AS BLOB)) AS bytes FROM outbox WHERE lane = ? ORDER BY seq LIMIT ?',
+        'SELECT seq, length(payload) + length(CAST(topic AS BLOB)) AS bytes FROM outbox INDEXED BY outbox_lane_seq WHERE lane = ? ORDER BY seq LIMIT ?',
       ),
       expire: db.prepare(
         'DELETE FROM outbox WHERE expires_ms IS NOT NULL AND expires_ms <= ? RETURNING lane, length(payload) + length(CAST(topic AS BLOB)) AS bytes',
@@ -297,29 +300,27 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   /** Committed messages of one lane after `afterSeq`, oldest first, skipping expired ones (expire() counts them). */
   fetch(lane: Lane, afterSeq: number, limit: number): StoredMessage[] {
     if (this.stmts === undefined) return [];
-    const rows = this.stmts.fetchLane.all(LANES[lane], afterSeq, this.now(), limit) as Array<{
-      seq: number;
-      id: string;
-      lane: number;
-      topic: string;
-      payload: Buffer;
-      qos: number;
-      retain: number;
-      boot_id: string;
-      props: string | null;
-    }>;
-    return rows.map((r) => ({
-      ...(r.props === null ? {} : { props: JSON.parse(r.props) as PublishProps }),
-      seq: r.seq,
-      id: r.id,
-      lane,
-      topic: r.topic,
-      payload: r.payload,
-      qos: r.qos === 1 ? 1 : 0,
-      retain: r.retain === 1,
-      bootId: r.boot_id,
-      bytes: r.payload.length + Buffer.byteLength(r.topic) + ROW_OVERHEAD,
-    }));
+    const rows = this.stmts.fetchLane.all(LANES[lane], afterSeq, this.now(), limit) as Array<
+      [seq: number, id: string, topic: string, payload: Buffer, qos: number, retain: number, bootId: string, props: string | null]
+    >;
+    const out: StoredMessage[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const [seq, id, topic, payload, qos, retain, bootId, props] = rows[i] as (typeof rows)[number];
+      const m: StoredMessage = {
+        seq,
+        id,
+        lane,
+        topic,
+        payload,
+        qos: qos === 1 ? 1 : 0,
+        retain: retain === 1,
+        bootId,
+        bytes: payload.length + Buffer.byteLength(topic) + ROW_OVERHEAD,
+      };
+      if (props !== null) m.props = JSON.parse(props) as PublishProps;
+      out[i] = m;
+    }
+    return out;
   }
 
   /** Marks a message delivered. Deletes are batched into one transaction. */
