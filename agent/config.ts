@@ -142,10 +142,23 @@ export const configSchema = z
       .prefault({}),
     sensors: z
       .object({
-        /** The local sensor bus; `uplink` shares the uplink's broker connection settings. */
+        /** The local sensor bus: `uplink` shares the uplink's broker settings, `embedded` runs one in-process, or a broker of its own. */
         mqtt: z
-          .union([z.literal('uplink'), z.object({ ...mqttConnection }).strict(), z.literal('off')])
+          .union([
+            z.literal('uplink'),
+            z.literal('embedded'),
+            z.object({ ...mqttConnection }).strict(),
+            z.literal('off'),
+          ])
           .default('uplink'),
+        /** The in-process broker sensors publish to when `mqtt` is `embedded` (MQTT 3.1.1). */
+        embeddedBroker: z
+          .object({
+            host: z.string().default('127.0.0.1'),
+            port: z.number().int().min(1).max(65535).default(1884),
+          })
+          .strict()
+          .prefault({}),
         /** Readings buffered per pipeline before new ones are dropped (and counted). */
         bufferLimit: z.number().int().min(1).default(10_000),
         /** A malformed-payload warning is logged at most once per this interval per pipeline. */

@@ -3,6 +3,7 @@ import { arch } from 'node:os';
 import { readBundle } from '../shared/bundle/read.ts';
 import { EnvelopeFactory } from '../shared/envelope.ts';
 import { OUTPOST_VERSION } from '../shared/version.ts';
+import { type EmbeddedBroker, startEmbeddedBroker } from './broker/embedded.ts';
 import { CommandDispatcher } from './commands.ts';
 import { type AgentConfig, dataPath } from './config.ts';
 import { Router } from './http/router.ts';
@@ -106,12 +107,16 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
         birth: () => ({ agentVersion: OUTPOST_VERSION, arch: arch(), models: modelList() }),
       })
     : undefined;
+  const embedded = config.sensors.embeddedBroker;
   const sensorConnection =
     config.sensors.mqtt === 'off'
       ? undefined
       : config.sensors.mqtt === 'uplink'
         ? config.uplink
-        : config.sensors.mqtt;
+        : config.sensors.mqtt === 'embedded'
+          ? { url: `mqtt://${embedded.host === '0.0.0.0' ? '127.0.0.1' : embedded.host}:${embedded.port}` }
+          : config.sensors.mqtt;
+  let embeddedBroker: EmbeddedBroker | undefined;
   const bus =
     sensorConnection === undefined
       ? undefined
@@ -239,6 +244,10 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
           log.error({ err, bundle: dir }, 'bundle failed to load');
         }
       }
+      if (config.sensors.mqtt === 'embedded') {
+        embeddedBroker = await startEmbeddedBroker({ host: embedded.host, port: embedded.port });
+        log.info({ url: embeddedBroker.url }, 'embedded sensor broker listening');
+      }
       bus?.start();
       pipelines.start();
       for (const l of lineStreams.values()) l.start();
@@ -254,6 +263,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       log.info('agent stopping');
       await telemetry?.stop();
       await bus?.stop();
+      await embeddedBroker?.stop();
       await Promise.all([...lineStreams.values()].map((l) => l.stop()));
       await http?.stop();
       await pipelines.stop();

@@ -9,7 +9,12 @@ import { testAgent } from './helpers/agent.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const valid = {
-  source: { kind: 'mqtt', topic: 'sensors/+sensor/accel', key: 'sensor', payload: { format: 'json', field: 'data.accel' } },
+  source: {
+    kind: 'mqtt',
+    topic: 'sensors/+sensor/accel',
+    key: 'sensor',
+    payload: { format: 'json', field: 'data.accel' },
+  },
   window: { size: 64, hop: 32, channels: 3 },
   scale: { kind: 'standard', mean: [0, 0, 0], std: [1, 1, 1] },
   input: 'window',
@@ -40,10 +45,7 @@ test('pipelines are validated by the schema and every error names its field', ()
   assert.match(problems({ ...valid, rateLimit: -1 }), /pipeline\.rateLimit/);
   // No code: unknown keys are refused rather than ignored.
   assert.match(problems({ ...valid, script: 'process.exit()' }), /script|Unrecognized/);
-  assert.match(
-    problems({ ...valid, source: { kind: 'http', name: 'a/b' } }),
-    /pipeline\.source\.name/,
-  );
+  assert.match(problems({ ...valid, source: { kind: 'http', name: 'a/b' } }), /pipeline\.source\.name/);
 });
 
 test('windows per key with size and hop', () => {
@@ -67,20 +69,30 @@ test('windows per key with size and hop', () => {
 
 test('postprocessing: softmax, argmax and top-k with labels, threshold with debounce and hysteresis', () => {
   const labels = ['cat', 'dog', 'owl'];
-  const soft = new Postprocessor({ kind: 'softmax' }, labels).apply('k', [1, 2, 3]).body.probabilities as number[];
-  assert.ok(Math.abs(soft.reduce((a, b) => a + b, 0) - 1) < 1e-9 && (soft[2] as number) > (soft[1] as number));
-  assert.deepEqual(new Postprocessor({ kind: 'argmax', softmax: false }, labels).apply('k', [0.1, 0.7, 0.2]).body, {
-    class: 1,
-    label: 'dog',
-    score: 0.7,
-  });
-  const top = new Postprocessor({ kind: 'topk', k: 2, softmax: false }, labels).apply('k', [0.1, 0.7, 0.2]).body.top;
+  const soft = new Postprocessor({ kind: 'softmax' }, labels).apply('k', [1, 2, 3]).body
+    .probabilities as number[];
+  assert.ok(
+    Math.abs(soft.reduce((a, b) => a + b, 0) - 1) < 1e-9 && (soft[2] as number) > (soft[1] as number),
+  );
+  assert.deepEqual(
+    new Postprocessor({ kind: 'argmax', softmax: false }, labels).apply('k', [0.1, 0.7, 0.2]).body,
+    {
+      class: 1,
+      label: 'dog',
+      score: 0.7,
+    },
+  );
+  const top = new Postprocessor({ kind: 'topk', k: 2, softmax: false }, labels).apply('k', [0.1, 0.7, 0.2])
+    .body.top;
   assert.deepEqual(top, [
     { index: 1, label: 'dog', score: 0.7 },
     { index: 2, label: 'owl', score: 0.2 },
   ]);
 
-  const t = new Postprocessor({ kind: 'threshold', above: 0.5, hysteresis: 0.2, debounce: 2, event: 'hot' }, undefined);
+  const t = new Postprocessor(
+    { kind: 'threshold', above: 0.5, hysteresis: 0.2, debounce: 2, event: 'hot' },
+    undefined,
+  );
   const events: Array<[number, boolean]> = [];
   const scores = [0.6, 0.4, 0.6, 0.6, 0.45, 0.35, 0.6, 0.25, 0.2];
   scores.forEach((s, i) => {
@@ -120,7 +132,9 @@ test('scaling and the per-key rate limit in a running pipeline', async () => {
     assert.equal((await post('a', 4)).status, 429, 'a second window within a second for the same key');
     assert.equal((await post('b', 4)).status, 200, 'another key has its own budget');
     const rows = agent.outbox.fetch('prediction', 0, 10);
-    const bodies = rows.map((r) => JSON.parse(r.payload.toString()).body as { key: string; values: number[] });
+    const bodies = rows.map(
+      (r) => JSON.parse(r.payload.toString()).body as { key: string; values: number[] },
+    );
     // (3 - 1) / 0.5 = 4 → y = 2·4 + 0.25; (4 - 1) / 0.5 = 6 → y = 12.25.
     assert.deepEqual(
       bodies.map((b) => [b.key, readingOf(b)]),

@@ -6,13 +6,14 @@ import { PassThrough } from 'node:stream';
 import { after, before, test } from 'node:test';
 import mqtt, { type MqttClient } from 'mqtt';
 import { pino } from 'pino';
+import type { AgentConfigInput } from '../agent/config.ts';
 import type { Agent } from '../agent/main.ts';
 import { LineStreamSource } from '../agent/sources/line-stream.ts';
 import type { Envelope } from '../shared/envelope.ts';
 import { topics } from '../shared/topics.ts';
 import { linearPipelineBundle, readingOf } from './fixtures/pipeline-bundles.ts';
 import { testAgent, waitFor } from './helpers/agent.ts';
-import { startBroker, type TestBroker } from './helpers/broker.ts';
+import { freePort, startBroker, type TestBroker } from './helpers/broker.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 type Pred = Envelope<{ key: string; values: number[] }>;
@@ -241,4 +242,27 @@ test('line stream on stdin: lines split across chunks, over-long lines dropped a
   assert.equal(source.counters.oversize, 2);
   assert.equal(source.counters.lines, 3);
   await source.stop();
+});
+
+test('MQTT sensor bus on the embedded broker: sensors publish to the agent itself', async () => {
+  const port = await freePort();
+  const agent = await agentWith(
+    'embedded-bus',
+    { kind: 'mqtt', topic: 'sensors/+sensor/x', key: 'sensor', payload: { format: 'json', field: 'x' } },
+    { sensors: { mqtt: 'embedded', embeddedBroker: { port } } },
+  );
+  const sensor = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 4 });
+  try {
+    await waitFor(() => agent.status().uplink?.state === 'connected', 'the uplink');
+    await new Promise((r) => setTimeout(r, 300));
+    await sensor.publishAsync('sensors/m1/x', JSON.stringify({ x: [30, 0, 0] }), { qos: 1 });
+    await waitFor(() => fromDevice('embedded-bus').length >= 1, 'the prediction through the uplink broker');
+    assert.deepEqual(
+      fromDevice('embedded-bus').map((e) => [e.body.key, readingOf(e.body)]),
+      [['m1', 30]],
+    );
+  } finally {
+    await sensor.endAsync();
+    await agent.stop();
+  }
 });

@@ -142,10 +142,11 @@ export class Outbox extends EventEmitter<OutboxEvents> {
         'INSERT INTO outbox (id, lane, topic, payload, qos, retain, boot_id, created_ms, expires_ms, props) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ),
       deleteSeq: db.prepare('DELETE FROM outbox WHERE seq = ?'),
-      fetchLane: db.prepare(
-        // INDEXED BY: with statistics SQLite may walk the rowid over every lane instead.
-        'SELECT seq, id, topic, payload, qos, retain, boot_id, props FROM outbox INDEXED BY outbox_lane_seq WHERE lane = ? AND seq > ? AND (expires_ms IS NULL OR expires_ms > ?) ORDER BY seq LIMIT ?',
-      )
+      fetchLane: db
+        .prepare(
+          // INDEXED BY: with statistics SQLite may walk the rowid over every lane instead.
+          'SELECT seq, id, topic, payload, qos, retain, boot_id, props FROM outbox INDEXED BY outbox_lane_seq WHERE lane = ? AND seq > ? AND (expires_ms IS NULL OR expires_ms > ?) ORDER BY seq LIMIT ?',
+        )
         // Arrays, not objects: a backlog drain reads every row once, and this is ~3× faster.
         .raw(true),
       oldestInLane: db.prepare(
@@ -301,7 +302,16 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   fetch(lane: Lane, afterSeq: number, limit: number): StoredMessage[] {
     if (this.stmts === undefined) return [];
     const rows = this.stmts.fetchLane.all(LANES[lane], afterSeq, this.now(), limit) as Array<
-      [seq: number, id: string, topic: string, payload: Buffer, qos: number, retain: number, bootId: string, props: string | null]
+      [
+        seq: number,
+        id: string,
+        topic: string,
+        payload: Buffer,
+        qos: number,
+        retain: number,
+        bootId: string,
+        props: string | null,
+      ]
     >;
     const out: StoredMessage[] = new Array(rows.length);
     for (let i = 0; i < rows.length; i++) {
