@@ -49,6 +49,8 @@ export interface IngestResult {
   /** Windows whose inference or commit failed. */
   failed: number;
   malformed?: string;
+  /** The pipeline is stopping (shutdown or a model swap): nothing was taken. */
+  stopped?: true;
 }
 
 /**
@@ -98,6 +100,10 @@ export class PipelineRunner {
    */
   ingest(key: string, body: Buffer | string): Promise<IngestResult> {
     const result: IngestResult = { readings: 0, windows: 0, committed: 0, dropped: 0, failed: 0 };
+    if (this.stopped) {
+      result.stopped = true;
+      return Promise.resolve(result);
+    }
     const source = this.o.spec.source;
     let records: KeyedReadings[];
     try {

@@ -29,6 +29,8 @@ export function registerSensorRoutes(router: Router, pipelines: PipelineManager)
     }
     const body = await ctx.body();
     const result = await runner.ingest(key, body);
+    if (result.stopped === true)
+      throw new OutpostError('SHUTTING_DOWN', `the pipeline for ${name} is stopping; send again later`);
     if (result.malformed !== undefined)
       throw new OutpostError('INVALID_INPUT', `malformed sensor payload: ${result.malformed}`);
     if (result.failed > 0) {
