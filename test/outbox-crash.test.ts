@@ -19,12 +19,18 @@ let broker: TestBroker;
 let sub: MqttClient;
 const received: Pred[] = [];
 const children = new Set<ChildProcess>();
+type Status = { state: string; bootId: string };
+const statuses: Status[] = [];
 
 before(async () => {
   broker = await startBroker();
   sub = await mqtt.connectAsync(broker.url, { protocolVersion: 4 });
   await sub.subscribeAsync(topics.pred('crash-dev', 'linear-regression'), { qos: 1 });
-  sub.on('message', (_t, payload) => received.push(JSON.parse(payload.toString()) as Pred));
+  await sub.subscribeAsync(topics.status('crash-dev'), { qos: 1 });
+  sub.on('message', (topic, payload) => {
+    if (topic === topics.status('crash-dev')) statuses.push(JSON.parse(payload.toString()) as Status);
+    else received.push(JSON.parse(payload.toString()) as Pred);
+  });
 });
 
 after(async () => {
@@ -114,6 +120,16 @@ test('SIGKILL mid-stream: everything accepted (2xx = committed) arrives after a 
   await exited;
   await Promise.all(pushers);
   const attempted = n;
+
+  // The broker saw the connection drop and published the Last Will (retained).
+  await waitFor(
+    () => statuses.some((st) => st.state === 'offline' && st.bootId === first.bootId),
+    'the Last Will of the killed agent',
+  );
+  assert.ok(
+    statuses.some((st) => st.state === 'online' && st.bootId === first.bootId),
+    'its birth message',
+  );
 
   const dbPath = join(dataDir, 'outbox.db');
   const afterKill = integrity(dbPath);

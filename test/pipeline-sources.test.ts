@@ -38,11 +38,7 @@ function fromDevice(device: string): Pred[] {
   return received.filter((e) => e.deviceId === device);
 }
 
-async function agentWith(
-  device: string,
-  source: Record<string, unknown>,
-  config: Record<string, unknown> = {},
-) {
+async function agentWith(device: string, source: Record<string, unknown>, config: AgentConfigInput = {}) {
   const bundle = await linearPipelineBundle(tempDir('bundles'), source);
   const agent = testAgent({
     deviceId: device,
