@@ -85,6 +85,8 @@ export interface OutboxEvents {
 }
 
 const ROW_OVERHEAD = 64;
+/** A burst grows one transaction up to this many batches before committing mid-turn. */
+const MAX_BATCH_FACTOR = 16;
 
 /**
  * The store-and-forward outbox. Every message is committed to SQLite before anything publishes
@@ -106,6 +108,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     | undefined;
   private pending: Pending[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
+  private flushImmediate: NodeJS.Immediate | undefined;
   private acks: Array<{ seq: number; bytes: number; lane: Lane; refused: boolean }> = [];
   private ackTimer: NodeJS.Timeout | undefined;
   private rows = 0;
@@ -190,8 +193,13 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     if (this.db === undefined) return Promise.reject(new OutpostError('SHUTTING_DOWN', 'outbox is closed'));
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ msg, resolve, reject });
-      if (this.pending.length >= this.options.batchSize) this.flush();
-      else if (this.flushTimer === undefined) {
+      const n = this.pending.length;
+      if (n >= this.options.batchSize * MAX_BATCH_FACTOR) this.flush();
+      else if (n >= this.options.batchSize) {
+        // A full batch commits at the end of this turn of the event loop, so a burst enqueued
+        // in one turn shares one fsync (which costs milliseconds on most disks).
+        if (this.flushImmediate === undefined) this.flushImmediate = setImmediate(() => this.flush());
+      } else if (this.flushTimer === undefined) {
         this.flushTimer = setTimeout(() => this.flush(), this.options.maxDelayMs);
       }
     });
@@ -202,6 +210,10 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     if (this.flushTimer !== undefined) {
       clearTimeout(this.flushTimer);
       this.flushTimer = undefined;
+    }
+    if (this.flushImmediate !== undefined) {
+      clearImmediate(this.flushImmediate);
+      this.flushImmediate = undefined;
     }
     const batch = this.pending;
     if (batch.length === 0 || this.db === undefined) return;
