@@ -3,75 +3,31 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database, { type Database as Db, type Statement } from 'better-sqlite3';
 import { OutpostError } from '../../shared/errors.ts';
-import type { Logger } from '../log.ts';
 import { migrate, OUTBOX_MIGRATIONS } from './migrations.ts';
+import {
+  LANE_NAMES,
+  LANES,
+  type Lane,
+  type OutboxCounters,
+  type OutboxEvents,
+  type OutboxMessage,
+  type OutboxOptions,
+  type OutboxStats,
+  type PublishProps,
+  type StoredMessage,
+} from './types.ts';
 
-/** Lower lanes are sent first and evicted last; control (status, command replies) is never evicted. */
-export const LANES = { control: 0, prediction: 1, telemetry: 2 } as const;
-export type Lane = keyof typeof LANES;
-const LANE_NAMES: Lane[] = ['control', 'prediction', 'telemetry'];
-
-export interface OutboxMessage {
-  id: string;
-  topic: string;
-  payload: Buffer;
-  lane: Lane;
-  qos: 0 | 1;
-  retain?: boolean;
-  /** Dropped unsent after this long; the lane's default when omitted, never for 0. */
-  ttlMs?: number;
-  /** MQTT 5 publish properties, e.g. a command reply's correlation data (base64). */
-  props?: PublishProps;
-}
-
-export interface PublishProps {
-  correlationData?: string;
-  contentType?: string;
-}
-
-export interface StoredMessage {
-  seq: number;
-  id: string;
-  lane: Lane;
-  topic: string;
-  payload: Buffer;
-  qos: 0 | 1;
-  retain: boolean;
-  bootId: string;
-  bytes: number;
-  props?: PublishProps;
-}
-
-export interface OutboxOptions {
-  path: string;
-  bootId: string;
-  synchronous: 'FULL' | 'NORMAL';
-  batchSize: number;
-  maxDelayMs: number;
-  maxRows: number;
-  maxBytes: number;
-  ttlMs: { prediction: number; telemetry: number };
-  log: Logger;
-  now?: () => number;
-}
-
-export interface OutboxCounters {
-  enqueued: number;
-  sent: number;
-  expired: number;
-  rejected: number;
-  /** Refused by the broker for good (MQTT 5 PUBACK reason ≥ 0x80, e.g. not authorized): dropped. */
-  refused: number;
-  evicted_prediction: number;
-  evicted_telemetry: number;
-}
-
-export interface OutboxStats extends OutboxCounters {
-  rows: number;
-  bytes: number;
-  pending: number;
-  rowsByLane: Record<Lane, number>;
-}
+export {
+  LANES,
+  type Lane,
+  type OutboxCounters,
+  type OutboxEvents,
+  type OutboxMessage,
+  type OutboxOptions,
+  type OutboxStats,
+  type PublishProps,
+  type StoredMessage,
+};
 
 interface Pending {
   msg: OutboxMessage;
@@ -79,12 +35,10 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-export interface OutboxEvents {
-  /** Rows just committed, in seq order: a caught-up uplink sends these without reading them back. */
-  committed: [rows: StoredMessage[]];
-}
-
 const ROW_OVERHEAD = 64;
+/** Dropped rows remembered for late acks: well above any in-flight window. */
+const GONE_MEMORY = 4_096;
+type GoneReason = 'expired' | 'evicted_prediction' | 'evicted_telemetry';
 /** A burst grows one transaction up to this many batches before committing mid-turn. */
 const MAX_BATCH_FACTOR = 16;
 
@@ -124,6 +78,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     evicted_telemetry: 0,
   };
   private expireTimer: NodeJS.Timeout | undefined;
+  private readonly gone = new Map<number, GoneReason>();
   private readonly now: () => number;
 
   constructor(private readonly options: OutboxOptions) {
@@ -156,7 +111,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
         'SELECT seq, length(payload) + length(CAST(topic AS BLOB)) AS bytes FROM outbox INDEXED BY outbox_lane_seq WHERE lane = ? ORDER BY seq LIMIT ?',
       ),
       expire: db.prepare(
-        'DELETE FROM outbox WHERE expires_ms IS NOT NULL AND expires_ms <= ? RETURNING lane, length(payload) + length(CAST(topic AS BLOB)) AS bytes',
+        'DELETE FROM outbox WHERE expires_ms IS NOT NULL AND expires_ms <= ? RETURNING seq, lane, length(payload) + length(CAST(topic AS BLOB)) AS bytes',
       ),
       counter: db.prepare(
         'INSERT INTO outbox_counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value',
@@ -299,11 +254,21 @@ export class Outbox extends EventEmitter<OutboxEvents> {
           this.bytes -= o.bytes + ROW_OVERHEAD;
           this.rowsByLane[victim]--;
           this.counters[`evicted_${victim}`]++;
+          this.noteGone(o.seq, `evicted_${victim}`);
         }
       }
       if (fits()) return true;
     }
     return fits();
+  }
+
+  /** Remembers recently dropped rows, so a late PUBACK for one moves it back from dropped to sent. */
+  private noteGone(seq: number, why: GoneReason): void {
+    this.gone.set(seq, why);
+    if (this.gone.size > GONE_MEMORY) {
+      const oldest = this.gone.keys().next().value;
+      if (oldest !== undefined) this.gone.delete(oldest);
+    }
   }
 
   private saveCounters(): void {
@@ -364,7 +329,17 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       this.db.transaction(() => {
         for (const a of acks) {
           // A row already evicted or expired is not counted twice.
-          if (this.stmts!.deleteSeq.run(a.seq).changes === 0) continue;
+          if (this.stmts!.deleteSeq.run(a.seq).changes === 0) {
+            // Evicted or expired while in flight, yet the broker took it: it is not missing.
+            const why = this.gone.get(a.seq);
+            if (why !== undefined) {
+              this.gone.delete(a.seq);
+              this.counters[why]--;
+              if (a.refused) this.counters.refused++;
+              else this.counters.sent++;
+            }
+            continue;
+          }
           if (a.refused) this.counters.refused++;
           else this.counters.sent++;
           this.rows--;
@@ -385,10 +360,15 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     let n = 0;
     try {
       this.db.transaction(() => {
-        const gone = this.stmts!.expire.all(this.now()) as Array<{ lane: number; bytes: number }>;
+        const gone = this.stmts!.expire.all(this.now()) as Array<{
+          seq: number;
+          lane: number;
+          bytes: number;
+        }>;
         n = gone.length;
         // The rows say what they weighed: no full-table recount on a large backlog.
         for (const g of gone) {
+          this.noteGone(g.seq, 'expired');
           const lane = LANE_NAMES[g.lane] ?? 'telemetry';
           this.rows--;
           this.bytes -= g.bytes + ROW_OVERHEAD;
