@@ -2,6 +2,8 @@ import type { Logger } from './log.ts';
 import type { Publisher } from './publisher.ts';
 import type { IncomingCommand } from './uplink/uplink.ts';
 
+type Outcome = { ok: true; result: unknown } | { ok: false; error: string };
+
 export type CommandHandler = (args: Record<string, unknown>) => Promise<unknown> | unknown;
 
 /**
@@ -11,8 +13,10 @@ export type CommandHandler = (args: Record<string, unknown>) => Promise<unknown>
  */
 export class CommandDispatcher {
   private readonly handlers = new Map<string, CommandHandler>();
-  private readonly seen = new Map<string, unknown>();
+  /** Outcomes by command id; a pending entry makes a redelivery during execution wait, not run. */
+  private readonly seen = new Map<string, Promise<Outcome>>();
   private readonly maxSeen = 1_000;
+  readonly counters = { executed: 0, duplicates: 0 };
 
   constructor(
     private readonly publisher: Publisher,
@@ -47,30 +51,34 @@ export class CommandDispatcher {
     if (parseError !== undefined) {
       body = { ...envelopeBase, ok: false, error: parseError };
     } else if (id !== undefined && this.seen.has(id)) {
-      body = { ...envelopeBase, ok: true, duplicate: true, result: this.seen.get(id) };
+      this.counters.duplicates++;
+      const outcome = await (this.seen.get(id) as Promise<Outcome>);
+      body = { ...envelopeBase, ...outcome, duplicate: true };
     } else {
-      const handler = this.handlers.get(cmd.name);
-      if (handler === undefined) {
-        body = { ...envelopeBase, ok: false, error: `unknown command ${cmd.name}` };
-      } else {
-        try {
-          const args =
-            typeof request.args === 'object' && request.args !== null
-              ? (request.args as Record<string, unknown>)
-              : {};
-          const result = await handler(args);
-          body = { ...envelopeBase, ok: true, result };
-          if (id !== undefined) this.remember(id, result);
-        } catch (err) {
-          this.log.warn({ err, command: cmd.name }, 'command failed');
-          body = { ...envelopeBase, ok: false, error: err instanceof Error ? err.message : String(err) };
-        }
-      }
+      const run = this.execute(cmd.name, request.args);
+      if (id !== undefined) this.remember(id, run);
+      body = { ...envelopeBase, ...(await run) };
     }
     await this.publisher.reply(cmd.name, body, cmd.responseTopic, cmd.correlationData);
   }
 
-  private remember(id: string, result: unknown): void {
+  private async execute(name: string, rawArgs: unknown): Promise<Outcome> {
+    const handler = this.handlers.get(name);
+    if (handler === undefined) return { ok: false, error: `unknown command ${name}` };
+    this.counters.executed++;
+    try {
+      const args =
+        typeof rawArgs === 'object' && rawArgs !== null && !Array.isArray(rawArgs)
+          ? (rawArgs as Record<string, unknown>)
+          : {};
+      return { ok: true, result: await handler(args) };
+    } catch (err) {
+      this.log.warn({ err, command: name }, 'command failed');
+      return { ok: false, error: err instanceof Error ? err.message : String(err) };
+    }
+  }
+
+  private remember(id: string, result: Promise<Outcome>): void {
     this.seen.set(id, result);
     if (this.seen.size > this.maxSeen) {
       const oldest = this.seen.keys().next().value;

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
+import cron from 'node-cron';
 import { z } from 'zod';
 import { OutpostError } from '../shared/errors.ts';
 import { isTopicLevel } from '../shared/topics.ts';
@@ -28,6 +29,25 @@ const mqttConnection = {
   password: z.string().optional(),
   tls: tlsSchema.optional(),
 };
+
+const lineStreamSchema = z
+  .object({
+    /** A file, a FIFO, or `-` for the agent's stdin. */
+    path: z.string().min(1),
+    /** For a regular file: keep reading what is appended (like `tail -f`) instead of stopping at the end. */
+    follow: z.boolean().default(true),
+    /** For a regular file: start at its end rather than replaying what it already holds. */
+    fromEnd: z.boolean().default(false),
+    /** Longer lines are dropped and counted. */
+    maxLineBytes: z
+      .number()
+      .int()
+      .min(16)
+      .default(64 * 1024),
+  })
+  .strict();
+
+const cronExpression = z.string().refine((s) => cron.validate(s), 'must be a valid cron expression');
 
 export const configSchema = z
   .object({
@@ -175,12 +195,46 @@ export const configSchema = z
       .prefault({}),
     sensors: z
       .object({
-        /** The local sensor bus; `uplink` shares the uplink's broker connection settings. */
+        /** The local sensor bus: `uplink` shares the uplink's broker settings, `embedded` runs one in-process, or a broker of its own. */
         mqtt: z
-          .union([z.literal('uplink'), z.object({ ...mqttConnection }).strict(), z.literal('off')])
+          .union([
+            z.literal('uplink'),
+            z.literal('embedded'),
+            z.object({ ...mqttConnection }).strict(),
+            z.literal('off'),
+          ])
           .default('uplink'),
+        /** The in-process broker sensors publish to when `mqtt` is `embedded` (MQTT 3.1.1). */
+        embeddedBroker: z
+          .object({
+            host: z.string().default('127.0.0.1'),
+            port: z.number().int().min(1).max(65535).default(1884),
+          })
+          .strict()
+          .prefault({}),
         /** Readings buffered per pipeline before new ones are dropped (and counted). */
         bufferLimit: z.number().int().min(1).default(10_000),
+        /** A malformed-payload warning is logged at most once per this interval per pipeline. */
+        malformedLogIntervalMs: duration.default(60_000),
+        /** Named line streams (NDJSON or CSV) that pipelines with `source.kind: "lines"` read. */
+        streams: z.record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/), lineStreamSchema).default({}),
+      })
+      .strict()
+      .prefault({}),
+    telemetry: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** node-cron expressions (6 fields allow seconds): when each kind of figure is sampled. */
+        schedules: z
+          .object({
+            system: cronExpression.default('*/60 * * * * *'),
+            runtime: cronExpression.default('*/60 * * * * *'),
+            outbox: cronExpression.default('*/60 * * * * *'),
+          })
+          .strict()
+          .prefault({}),
+        /** QoS of telemetry messages (DESIGN: 0 or 1). */
+        qos: z.union([z.literal(0), z.literal(1)]).default(1),
       })
       .strict()
       .prefault({}),
@@ -421,6 +475,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<AgentConfi
     if (missing.length > 0)
       throw configError(missing.map((m) => `${m}: required when updates.enabled is true`));
   }
+  for (const stream of Object.values(config.sensors.streams))
+    if (stream.path !== '-') stream.path = abs(stream.path);
   if (!isLoopback(config.http.host) && config.http.enabled && config.http.token === undefined) {
     throw configError([
       `http.token: required when http.host is ${config.http.host} (not loopback); set ${envName(['http', 'token'])}`,

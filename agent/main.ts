@@ -3,6 +3,7 @@ import { arch } from 'node:os';
 import { readBundle } from '../shared/bundle/read.ts';
 import { EnvelopeFactory } from '../shared/envelope.ts';
 import { OUTPOST_VERSION } from '../shared/version.ts';
+import { type EmbeddedBroker, startEmbeddedBroker } from './broker/embedded.ts';
 import { CommandDispatcher } from './commands.ts';
 import { type AgentConfig, dataPath } from './config.ts';
 import { AgentMetrics } from './http/metrics.ts';
@@ -16,11 +17,15 @@ import { PipelineManager } from './pipeline/manager.ts';
 import { Publisher } from './publisher.ts';
 import { WorkerPool } from './runtime/pool.ts';
 import { ModelRegistry } from './runtime/registry.ts';
+import { registerSensorRoutes } from './sources/http-push.ts';
+import { LineStreamSource } from './sources/line-stream.ts';
 import { MqttSensorBus } from './sources/mqtt-bus.ts';
 import { StorageBudget } from './storage/budget.ts';
 import { readCredential } from './sync/credentials.ts';
 import { SyncClient } from './sync/sync-client.ts';
 import { UpdaterBridge } from './sync/updater-bridge.ts';
+import { InferenceStats } from './telemetry/inference-stats.ts';
+import { Telemetry } from './telemetry/telemetry.ts';
 import { faultsFromEnv } from './updater/faults.ts';
 import { Updater, type UpdaterStatus } from './updater/updater.ts';
 import { Uplink } from './uplink/uplink.ts';
@@ -45,6 +50,9 @@ export interface Agent {
   /** The one storage budget for models, staging and the outbox (the updater calls ensure()). */
   readonly storage: StorageBudget;
   readonly updater: Updater | undefined;
+  readonly telemetry: Telemetry | undefined;
+  readonly commands: CommandDispatcher;
+  readonly lineStreams: ReadonlyMap<string, LineStreamSource>;
   /** The HTTP port actually bound (differs from the config when it asked for port 0). */
   httpPort: number | undefined;
   start(): Promise<void>;
@@ -158,12 +166,16 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
         birth: () => ({ agentVersion: OUTPOST_VERSION, arch: arch(), models: modelList() }),
       })
     : undefined;
+  const embedded = config.sensors.embeddedBroker;
   const sensorConnection =
     config.sensors.mqtt === 'off'
       ? undefined
       : config.sensors.mqtt === 'uplink'
         ? config.uplink
-        : config.sensors.mqtt;
+        : config.sensors.mqtt === 'embedded'
+          ? { url: `mqtt://${embedded.host === '0.0.0.0' ? '127.0.0.1' : embedded.host}:${embedded.port}` }
+          : config.sensors.mqtt;
+  let embeddedBroker: EmbeddedBroker | undefined;
   const bus =
     sensorConnection === undefined
       ? undefined
@@ -172,12 +184,15 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
           `outpost-${config.deviceId}-sensors`,
           log.child({ component: 'sensors' }),
         );
+  const inference = new InferenceStats();
   const pipelines = new PipelineManager({
     registry,
     publisher,
     bus,
     log: log.child({ component: 'pipeline' }),
     bufferLimit: config.sensors.bufferLimit,
+    logIntervalMs: config.sensors.malformedLogIntervalMs,
+    observe: (model, ms, ok) => inference.record(model, ms, ok),
   });
   const makeUpdater = (token: string | undefined) =>
     new Updater({
@@ -228,6 +243,22 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
         },
       })
     : undefined;
+  const lineStreams = new Map<string, LineStreamSource>();
+  for (const [name, stream] of Object.entries(config.sensors.streams)) {
+    lineStreams.set(
+      name,
+      new LineStreamSource({
+        name,
+        ...stream,
+        log: log.child({ component: 'line-stream', stream: name }),
+        deliver: (line) => {
+          const runners = pipelines.lineStreamRunners(name);
+          if (runners.length === 0) return undefined;
+          return Promise.all(runners.map((r) => r.ingest(name, line)));
+        },
+      }),
+    );
+  }
   const commands = new CommandDispatcher(publisher, log.child({ component: 'commands' }));
   const syncStatus = (): AgentStatus['sync'] => {
     if (sync !== undefined) {
@@ -296,7 +327,30 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
   });
   registry.on('changed', () => uplink?.refreshBirth());
 
+  const telemetry = config.telemetry.enabled
+    ? new Telemetry({
+        schedules: config.telemetry.schedules,
+        qos: config.telemetry.qos,
+        dataDir: config.dataDir,
+        publisher,
+        inference,
+        outbox: () => ({
+          ...outbox.stats(),
+          uplink:
+            uplink === undefined
+              ? undefined
+              : { state: uplink.state, inflight: uplink.inflightCount, ...uplink.counters },
+        }),
+        runtime: () => ({
+          pipelines: pipelines.stats(),
+          lineStreams: Object.fromEntries([...lineStreams].map(([n, l]) => [n, { ...l.counters }])),
+        }),
+        log: log.child({ component: 'telemetry' }),
+      })
+    : undefined;
+
   const router = new Router();
+  registerSensorRoutes(router, pipelines);
   registerV2(router, { registry, agentVersion: OUTPOST_VERSION, ready: () => state === 'running' });
   registerTfServing(router, { registry });
   router.get('/v1/agent/status', ({ res }) => sendJson(res, 200, status()));
@@ -328,6 +382,9 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     get updater() {
       return updater;
     },
+    telemetry,
+    commands,
+    lineStreams,
     httpPort: undefined,
     status,
     recordSync(at, result) {
@@ -347,9 +404,15 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
           log.error({ err, bundle: dir }, 'bundle failed to load');
         }
       }
+      if (config.sensors.mqtt === 'embedded') {
+        embeddedBroker = await startEmbeddedBroker({ host: embedded.host, port: embedded.port });
+        log.info({ url: embeddedBroker.url }, 'embedded sensor broker listening');
+      }
       bus?.start();
       pipelines.start();
+      for (const l of lineStreams.values()) l.start();
       uplink?.start();
+      telemetry?.start();
       if (http !== undefined) agent.httpPort = await http.start();
       updater?.start();
       sync?.start();
@@ -364,7 +427,10 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       const step = (name: string) => log.info({ step: name }, 'shutdown step');
       await sync?.stop();
       await updater?.stop();
+      await telemetry?.stop();
       await bus?.stop();
+      await embeddedBroker?.stop();
+      await Promise.all([...lineStreams.values()].map((l) => l.stop()));
       await http?.stop();
       step('intake stopped');
       await pipelines.stop();

@@ -19,6 +19,7 @@ const catalogue = {
   INFERENCE_FAILED: { status: 500, message: 'inference failed' },
   SHUTTING_DOWN: { status: 503, message: 'shutting down' },
   OUTBOX_FULL: { status: 503, message: 'outbox full' },
+  NOT_COMMITTED: { status: 503, message: 'not committed; send again later' },
   BUNDLE_INVALID: { status: 400, message: 'invalid bundle' },
   TRUST_FAILED: { status: 400, message: 'trust check failed' },
   DOWNLOAD_FAILED: { status: 502, message: 'download failed' },

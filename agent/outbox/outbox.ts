@@ -3,73 +3,31 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database, { type Database as Db, type Statement } from 'better-sqlite3';
 import { OutpostError } from '../../shared/errors.ts';
-import type { Logger } from '../log.ts';
 import { migrate, OUTBOX_MIGRATIONS } from './migrations.ts';
+import {
+  LANE_NAMES,
+  LANES,
+  type Lane,
+  type OutboxCounters,
+  type OutboxEvents,
+  type OutboxMessage,
+  type OutboxOptions,
+  type OutboxStats,
+  type PublishProps,
+  type StoredMessage,
+} from './types.ts';
 
-/** Lower lanes are sent first and evicted last; control (status, command replies) is never evicted. */
-export const LANES = { control: 0, prediction: 1, telemetry: 2 } as const;
-export type Lane = keyof typeof LANES;
-const LANE_NAMES: Lane[] = ['control', 'prediction', 'telemetry'];
-
-export interface OutboxMessage {
-  id: string;
-  topic: string;
-  payload: Buffer;
-  lane: Lane;
-  qos: 0 | 1;
-  retain?: boolean;
-  /** Dropped unsent after this long; the lane's default when omitted, never for 0. */
-  ttlMs?: number;
-  /** MQTT 5 publish properties, e.g. a command reply's correlation data (base64). */
-  props?: PublishProps;
-}
-
-export interface PublishProps {
-  correlationData?: string;
-  contentType?: string;
-}
-
-export interface StoredMessage {
-  seq: number;
-  id: string;
-  lane: Lane;
-  topic: string;
-  payload: Buffer;
-  qos: 0 | 1;
-  retain: boolean;
-  bootId: string;
-  bytes: number;
-  props?: PublishProps;
-}
-
-export interface OutboxOptions {
-  path: string;
-  bootId: string;
-  synchronous: 'FULL' | 'NORMAL';
-  batchSize: number;
-  maxDelayMs: number;
-  maxRows: number;
-  maxBytes: number;
-  ttlMs: { prediction: number; telemetry: number };
-  log: Logger;
-  now?: () => number;
-}
-
-export interface OutboxCounters {
-  enqueued: number;
-  sent: number;
-  expired: number;
-  rejected: number;
-  evicted_prediction: number;
-  evicted_telemetry: number;
-}
-
-export interface OutboxStats extends OutboxCounters {
-  rows: number;
-  bytes: number;
-  pending: number;
-  rowsByLane: Record<Lane, number>;
-}
+export {
+  LANES,
+  type Lane,
+  type OutboxCounters,
+  type OutboxEvents,
+  type OutboxMessage,
+  type OutboxOptions,
+  type OutboxStats,
+  type PublishProps,
+  type StoredMessage,
+};
 
 interface Pending {
   msg: OutboxMessage;
@@ -77,11 +35,12 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-export interface OutboxEvents {
-  committed: [];
-}
-
 const ROW_OVERHEAD = 64;
+/** Dropped rows remembered for late acks: well above any in-flight window. */
+const GONE_MEMORY = 4_096;
+type GoneReason = 'expired' | 'evicted_prediction' | 'evicted_telemetry';
+/** A burst grows one transaction up to this many batches before committing mid-turn. */
+const MAX_BATCH_FACTOR = 16;
 
 /**
  * The store-and-forward outbox. Every message is committed to SQLite before anything publishes
@@ -103,7 +62,8 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     | undefined;
   private pending: Pending[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
-  private acks: Array<{ seq: number; bytes: number; lane: Lane }> = [];
+  private flushImmediate: NodeJS.Immediate | undefined;
+  private acks: Array<{ seq: number; bytes: number; lane: Lane; refused: boolean }> = [];
   private ackTimer: NodeJS.Timeout | undefined;
   private rows = 0;
   private bytes = 0;
@@ -113,10 +73,12 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     sent: 0,
     expired: 0,
     rejected: 0,
+    refused: 0,
     evicted_prediction: 0,
     evicted_telemetry: 0,
   };
   private expireTimer: NodeJS.Timeout | undefined;
+  private readonly gone = new Map<number, GoneReason>();
   private readonly now: () => number;
 
   constructor(private readonly options: OutboxOptions) {
@@ -138,20 +100,24 @@ export class Outbox extends EventEmitter<OutboxEvents> {
         'INSERT INTO outbox (id, lane, topic, payload, qos, retain, boot_id, created_ms, expires_ms, props) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ),
       deleteSeq: db.prepare('DELETE FROM outbox WHERE seq = ?'),
-      fetchLane: db.prepare(
-        'SELECT seq, id, lane, topic, payload, qos, retain, boot_id, props FROM outbox WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?',
-      ),
+      fetchLane: db
+        .prepare(
+          // INDEXED BY: with statistics SQLite may walk the rowid over every lane instead.
+          'SELECT seq, id, topic, payload, qos, retain, boot_id, props FROM outbox INDEXED BY outbox_lane_seq WHERE lane = ? AND seq > ? AND (expires_ms IS NULL OR expires_ms > ?) ORDER BY seq LIMIT ?',
+        )
+        // Arrays, not objects: a backlog drain reads every row once, and this is ~3× faster.
+        .raw(true),
       oldestInLane: db.prepare(
-        'SELECT seq, length(payload) + length(topic) AS bytes FROM outbox WHERE lane = ? ORDER BY seq LIMIT ?',
+        'SELECT seq, length(payload) + length(CAST(topic AS BLOB)) AS bytes FROM outbox INDEXED BY outbox_lane_seq WHERE lane = ? ORDER BY seq LIMIT ?',
       ),
       expire: db.prepare(
-        'DELETE FROM outbox WHERE expires_ms IS NOT NULL AND expires_ms <= ? RETURNING lane, length(payload) + length(topic) AS bytes',
+        'DELETE FROM outbox WHERE expires_ms IS NOT NULL AND expires_ms <= ? RETURNING seq, lane, length(payload) + length(CAST(topic AS BLOB)) AS bytes',
       ),
       counter: db.prepare(
         'INSERT INTO outbox_counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value',
       ),
       countRows: db.prepare(
-        'SELECT lane, count(*) AS n, coalesce(sum(length(payload) + length(topic)), 0) AS b FROM outbox GROUP BY lane',
+        'SELECT lane, count(*) AS n, coalesce(sum(length(payload) + length(CAST(topic AS BLOB))), 0) AS b FROM outbox GROUP BY lane',
       ),
     };
     for (const row of db.prepare('SELECT name, value FROM outbox_counters').all() as Array<{
@@ -182,8 +148,13 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     if (this.db === undefined) return Promise.reject(new OutpostError('SHUTTING_DOWN', 'outbox is closed'));
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ msg, resolve, reject });
-      if (this.pending.length >= this.options.batchSize) this.flush();
-      else if (this.flushTimer === undefined) {
+      const n = this.pending.length;
+      if (n >= this.options.batchSize * MAX_BATCH_FACTOR) this.flush();
+      else if (n >= this.options.batchSize) {
+        // A full batch commits at the end of this turn of the event loop, so a burst enqueued
+        // in one turn shares one fsync (which costs milliseconds on most disks).
+        if (this.flushImmediate === undefined) this.flushImmediate = setImmediate(() => this.flush());
+      } else if (this.flushTimer === undefined) {
         this.flushTimer = setTimeout(() => this.flush(), this.options.maxDelayMs);
       }
     });
@@ -195,12 +166,17 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       clearTimeout(this.flushTimer);
       this.flushTimer = undefined;
     }
+    if (this.flushImmediate !== undefined) {
+      clearImmediate(this.flushImmediate);
+      this.flushImmediate = undefined;
+    }
     const batch = this.pending;
     if (batch.length === 0 || this.db === undefined) return;
     this.pending = [];
     const now = this.now();
     const accepted: Pending[] = [];
     const rejected: Pending[] = [];
+    const stored: StoredMessage[] = [];
     try {
       this.db.transaction(() => {
         for (const p of batch) {
@@ -211,7 +187,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
             continue;
           }
           const ttl = m.ttlMs ?? (m.lane === 'control' ? 0 : this.options.ttlMs[m.lane]);
-          this.stmts!.insert.run(
+          const info = this.stmts!.insert.run(
             m.id,
             LANES[m.lane],
             m.topic,
@@ -227,6 +203,18 @@ export class Outbox extends EventEmitter<OutboxEvents> {
           this.bytes += bytes;
           this.rowsByLane[m.lane]++;
           accepted.push(p);
+          stored.push({
+            ...(m.props === undefined ? {} : { props: m.props }),
+            seq: Number(info.lastInsertRowid),
+            id: m.id,
+            lane: m.lane,
+            topic: m.topic,
+            payload: m.payload,
+            qos: m.qos,
+            retain: m.retain === true,
+            bootId: this.options.bootId,
+            bytes,
+          });
         }
         this.counters.enqueued += accepted.length;
         this.counters.rejected += rejected.length;
@@ -243,7 +231,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     for (const p of rejected) {
       p.reject(new OutpostError('OUTBOX_FULL', `outbox is full (${this.rows} rows, ${this.bytes} bytes)`));
     }
-    if (accepted.length > 0) this.emit('committed');
+    if (stored.length > 0) this.emit('committed', stored);
   }
 
   /** Evicts lower-priority rows (telemetry, then predictions) until `bytes` more fit. */
@@ -266,6 +254,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
           this.bytes -= o.bytes + ROW_OVERHEAD;
           this.rowsByLane[victim]--;
           this.counters[`evicted_${victim}`]++;
+          this.noteGone(o.seq, `evicted_${victim}`);
         }
       }
       if (fits()) return true;
@@ -273,41 +262,57 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     return fits();
   }
 
+  /** Remembers recently dropped rows, so a late PUBACK for one moves it back from dropped to sent. */
+  private noteGone(seq: number, why: GoneReason): void {
+    this.gone.set(seq, why);
+    if (this.gone.size > GONE_MEMORY) {
+      const oldest = this.gone.keys().next().value;
+      if (oldest !== undefined) this.gone.delete(oldest);
+    }
+  }
+
   private saveCounters(): void {
     for (const [name, value] of Object.entries(this.counters)) this.stmts!.counter.run(name, value);
   }
 
-  /** Committed messages of one lane after `afterSeq`, oldest first, skipping expired ones. */
+  /** Committed messages of one lane after `afterSeq`, oldest first, skipping expired ones (expire() counts them). */
   fetch(lane: Lane, afterSeq: number, limit: number): StoredMessage[] {
     if (this.stmts === undefined) return [];
-    const rows = this.stmts.fetchLane.all(LANES[lane], afterSeq, limit) as Array<{
-      seq: number;
-      id: string;
-      lane: number;
-      topic: string;
-      payload: Buffer;
-      qos: number;
-      retain: number;
-      boot_id: string;
-      props: string | null;
-    }>;
-    return rows.map((r) => ({
-      ...(r.props === null ? {} : { props: JSON.parse(r.props) as PublishProps }),
-      seq: r.seq,
-      id: r.id,
-      lane,
-      topic: r.topic,
-      payload: r.payload,
-      qos: r.qos === 1 ? 1 : 0,
-      retain: r.retain === 1,
-      bootId: r.boot_id,
-      bytes: r.payload.length + Buffer.byteLength(r.topic) + ROW_OVERHEAD,
-    }));
+    const rows = this.stmts.fetchLane.all(LANES[lane], afterSeq, this.now(), limit) as Array<
+      [
+        seq: number,
+        id: string,
+        topic: string,
+        payload: Buffer,
+        qos: number,
+        retain: number,
+        bootId: string,
+        props: string | null,
+      ]
+    >;
+    const out: StoredMessage[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const [seq, id, topic, payload, qos, retain, bootId, props] = rows[i] as (typeof rows)[number];
+      const m: StoredMessage = {
+        seq,
+        id,
+        lane,
+        topic,
+        payload,
+        qos: qos === 1 ? 1 : 0,
+        retain: retain === 1,
+        bootId,
+        bytes: payload.length + Buffer.byteLength(topic) + ROW_OVERHEAD,
+      };
+      if (props !== null) m.props = JSON.parse(props) as PublishProps;
+      out[i] = m;
+    }
+    return out;
   }
 
   /** Marks a message delivered. Deletes are batched into one transaction. */
-  ack(msg: Pick<StoredMessage, 'seq' | 'bytes' | 'lane'>): void {
-    this.acks.push({ seq: msg.seq, bytes: msg.bytes, lane: msg.lane });
+  ack(msg: Pick<StoredMessage, 'seq' | 'bytes' | 'lane'>, refused = false): void {
+    this.acks.push({ seq: msg.seq, bytes: msg.bytes, lane: msg.lane, refused });
     if (this.acks.length >= 512) this.flushAcks();
     else if (this.ackTimer === undefined) this.ackTimer = setTimeout(() => this.flushAcks(), 20);
   }
@@ -322,16 +327,25 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     this.acks = [];
     try {
       this.db.transaction(() => {
-        let deleted = 0;
         for (const a of acks) {
           // A row already evicted or expired is not counted twice.
-          if (this.stmts!.deleteSeq.run(a.seq).changes === 0) continue;
-          deleted++;
+          if (this.stmts!.deleteSeq.run(a.seq).changes === 0) {
+            // Evicted or expired while in flight, yet the broker took it: it is not missing.
+            const why = this.gone.get(a.seq);
+            if (why !== undefined) {
+              this.gone.delete(a.seq);
+              this.counters[why]--;
+              if (a.refused) this.counters.refused++;
+              else this.counters.sent++;
+            }
+            continue;
+          }
+          if (a.refused) this.counters.refused++;
+          else this.counters.sent++;
           this.rows--;
           this.bytes -= a.bytes;
           this.rowsByLane[a.lane]--;
         }
-        this.counters.sent += deleted;
         this.saveCounters();
       })();
     } catch (err) {
@@ -344,16 +358,31 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   expire(): number {
     if (this.db === undefined) return 0;
     let n = 0;
-    this.db.transaction(() => {
-      const gone = this.stmts!.expire.all(this.now()) as Array<{ lane: number; bytes: number }>;
-      n = gone.length;
-      this.counters.expired += n;
-      if (n > 0) this.saveCounters();
-    })();
-    if (n > 0) {
+    try {
+      this.db.transaction(() => {
+        const gone = this.stmts!.expire.all(this.now()) as Array<{
+          seq: number;
+          lane: number;
+          bytes: number;
+        }>;
+        n = gone.length;
+        // The rows say what they weighed: no full-table recount on a large backlog.
+        for (const g of gone) {
+          this.noteGone(g.seq, 'expired');
+          const lane = LANE_NAMES[g.lane] ?? 'telemetry';
+          this.rows--;
+          this.bytes -= g.bytes + ROW_OVERHEAD;
+          this.rowsByLane[lane]--;
+        }
+        this.counters.expired += n;
+        if (n > 0) this.saveCounters();
+      })();
+    } catch (err) {
       this.recount();
-      this.options.log.warn({ expired: n }, 'outbox messages expired before they could be sent');
+      this.options.log.error({ err }, 'outbox expiry failed');
+      return 0;
     }
+    if (n > 0) this.options.log.warn({ expired: n }, 'outbox messages expired before they could be sent');
     return n;
   }
 

@@ -2,7 +2,7 @@ import type { Logger } from '../log.ts';
 import type { Publisher } from '../publisher.ts';
 import type { ModelRegistry } from '../runtime/registry.ts';
 import type { MqttSensorBus } from '../sources/mqtt-bus.ts';
-import { PipelineRunner } from './pipeline.ts';
+import { type InferenceObserver, PipelineRunner } from './pipeline.ts';
 
 interface Attached {
   specJson: string;
@@ -16,6 +16,8 @@ export interface PipelineManagerOptions {
   bus: MqttSensorBus | undefined;
   log: Logger;
   bufferLimit: number;
+  logIntervalMs?: number;
+  observe?: InferenceObserver;
 }
 
 /**
@@ -53,6 +55,8 @@ export class PipelineManager {
       publisher: this.o.publisher,
       log: this.o.log.child({ pipeline: name }),
       bufferLimit: this.o.bufferLimit,
+      ...(this.o.logIntervalMs === undefined ? {} : { logIntervalMs: this.o.logIntervalMs }),
+      ...(this.o.observe === undefined ? {} : { observe: this.o.observe }),
     });
     let detach = () => {};
     const source = spec.source;
@@ -63,7 +67,7 @@ export class PipelineManager {
         detach = this.o.bus.add({
           filter: source.topic,
           keyCapture: source.key,
-          deliver: (key, payload) => runner.ingest(key, payload),
+          deliver: (key, payload) => void runner.ingest(key, payload),
         });
       }
     }
@@ -82,13 +86,12 @@ export class PipelineManager {
 
   /** Pipelines reading a named line stream. */
   lineStreamRunners(stream: string): PipelineRunner[] {
-    return [...this.attached.values()]
-      .filter(
-        (a) =>
-          a.runner.spec.source.kind === 'lines' &&
-          (a.runner.spec.source as { stream: string }).stream === stream,
-      )
-      .map((a) => a.runner);
+    const out: PipelineRunner[] = [];
+    for (const a of this.attached.values()) {
+      const s = a.runner.spec.source;
+      if (s.kind === 'lines' && s.stream === stream) out.push(a.runner);
+    }
+    return out;
   }
 
   stats(): Record<string, PipelineRunner['counters']> {

@@ -5,7 +5,7 @@ import type { Logger } from '../log.ts';
 import { RateLimitedLog } from '../log.ts';
 import type { Publisher } from '../publisher.ts';
 import type { ModelRegistry, ModelVersion } from '../runtime/registry.ts';
-import { decodePayload, PayloadError, type Reading } from './payload.ts';
+import { decodeKeyed, type KeyedReadings, PayloadError } from './payload.ts';
 import { Postprocessor } from './postprocess.ts';
 import { Windower } from './window.ts';
 
@@ -29,7 +29,28 @@ export interface PipelineOptions {
   log: Logger;
   /** Windows waiting for inference before new ones are dropped (and counted). */
   bufferLimit: number;
+  /** A repeating warning (malformed input, drops) is logged at most once per this interval. */
+  logIntervalMs?: number;
+  /** Told of every inference this pipeline runs, for the runtime telemetry. */
+  observe?: InferenceObserver;
   now?: () => number;
+}
+
+export type InferenceObserver = (model: string, latencyMs: number, ok: boolean) => void;
+
+/** What became of one ingested message, once every window it completed is committed (or not). */
+export interface IngestResult {
+  readings: number;
+  windows: number;
+  /** Windows whose prediction (and event) are committed to the outbox. */
+  committed: number;
+  /** Windows dropped by the rate limit or because inference is behind. */
+  dropped: number;
+  /** Windows whose inference or commit failed. */
+  failed: number;
+  malformed?: string;
+  /** The pipeline is stopping (shutdown or a model swap): nothing was taken. */
+  stopped?: true;
 }
 
 /**
@@ -63,7 +84,7 @@ export class PipelineRunner {
     const { window } = o.spec;
     this.windower = new Windower(window.size, window.hop, window.channels);
     this.post = new Postprocessor(o.spec.postprocess, o.labels);
-    this.warnOnce = new RateLimitedLog(o.log);
+    this.warnOnce = new RateLimitedLog(o.log, o.logIntervalMs ?? 60_000);
     this.now = o.now ?? Date.now;
     [this.scaleOffset, this.scaleFactor] = scaling(o.spec, window.channels);
   }
@@ -72,57 +93,93 @@ export class PipelineRunner {
     return this.o.spec;
   }
 
-  /** Feeds one raw message (an MQTT payload, a pushed body or a line). */
-  ingest(key: string, body: Buffer | string): void {
-    let readings: Reading[];
+  /**
+   * Feeds one raw message (an MQTT payload, a pushed body or a line). Never throws: a malformed
+   * message is counted and reported in the result. The promise settles once every window the
+   * message completed has been committed to the outbox or has failed.
+   */
+  ingest(key: string, body: Buffer | string): Promise<IngestResult> {
+    const result: IngestResult = { readings: 0, windows: 0, committed: 0, dropped: 0, failed: 0 };
+    if (this.stopped) {
+      result.stopped = true;
+      return Promise.resolve(result);
+    }
+    const source = this.o.spec.source;
+    let records: KeyedReadings[];
     try {
-      readings = decodePayload(this.o.spec.source.payload, body, this.o.spec.window.channels);
+      records = decodeKeyed(
+        source.payload,
+        body,
+        this.o.spec.window.channels,
+        source.kind === 'mqtt' ? undefined : source.keyField,
+        key,
+      );
     } catch (err) {
       this.counters.malformed++;
-      if (!(err instanceof PayloadError)) throw err;
+      const reason = err instanceof PayloadError ? err.message : `decoder failed: ${String(err)}`;
+      // One key per pipeline, not per sensor: sensor keys come from outside and must not grow the map.
       this.warnOnce.warn(
-        `malformed:${key}`,
-        { model: this.o.model, key, reason: err.message, malformed: this.counters.malformed },
+        'malformed',
+        { model: this.o.model, key, reason, malformed: this.counters.malformed },
         'malformed sensor payload dropped',
       );
-      return;
+      result.malformed = reason;
+      return Promise.resolve(result);
     }
-    for (const r of readings) this.push(key, r);
+    const runs: Array<Promise<void>> = [];
+    for (const record of records) {
+      for (const r of record.readings) {
+        result.readings++;
+        const run = this.push(record.key, r, result);
+        if (run !== undefined) runs.push(run);
+      }
+    }
+    if (runs.length === 0) return Promise.resolve(result);
+    return Promise.all(runs).then(() => result);
   }
 
-  push(key: string, reading: readonly number[]): void {
-    if (this.stopped) return;
+  /** Adds one reading; returns the window's run when the reading completed a window. */
+  push(key: string, reading: readonly number[], result?: IngestResult): Promise<void> | undefined {
+    if (this.stopped) return undefined;
     this.counters.readings++;
     const window = this.windower.push(key, reading);
-    if (window === undefined) return;
+    if (window === undefined) return undefined;
     this.counters.windows++;
+    if (result !== undefined) result.windows++;
     const limit = this.o.spec.rateLimit;
     if (limit !== undefined) {
       const at = this.now();
       const last = this.lastEmit.get(key);
       if (last !== undefined && at - last < 1000 / limit) {
         this.counters.droppedRate++;
-        return;
+        if (result !== undefined) result.dropped++;
+        return undefined;
       }
       this.lastEmit.set(key, at);
     }
     if (this.inFlight >= this.o.bufferLimit) {
       this.counters.droppedBuffer++;
+      if (result !== undefined) result.dropped++;
       this.warnOnce.warn(
         'buffer',
         { model: this.o.model, dropped: this.counters.droppedBuffer },
         'inference is behind; windows dropped',
       );
-      return;
+      return undefined;
     }
     this.inFlight++;
-    void this.run(key, window).finally(() => {
+    return this.run(key, window).then((ok) => {
+      if (result !== undefined) {
+        if (ok) result.committed++;
+        else result.failed++;
+      }
       this.inFlight--;
       if (this.inFlight === 0) for (const wake of this.idle.splice(0)) wake();
     });
   }
 
-  private async run(key: string, window: Float32Array): Promise<void> {
+  /** Scales, infers, postprocesses and commits one window; false when any step failed. */
+  private async run(key: string, window: Float32Array): Promise<boolean> {
     for (let i = 0; i < window.length; i++) {
       const c = i % this.o.spec.window.channels;
       window[i] = ((window[i] as number) - (this.scaleOffset[c] as number)) * (this.scaleFactor[c] as number);
@@ -131,14 +188,18 @@ export class PipelineRunner {
     if (model === undefined) {
       this.counters.errors++;
       this.warnOnce.warn('no-model', { model: this.o.model }, 'no ready version of the pipeline model');
-      return;
+      return false;
     }
+    const started = performance.now();
+    let inferred = false;
     try {
       const input: Tensor = { datatype: 'FP32', shape: inputShape(model, this.o.spec), data: window };
       const outputName = this.o.spec.output ?? model.outputs[0]?.name ?? '';
       const result = await this.o.registry.infer(model.name, model.version, { [this.o.spec.input]: input }, [
         outputName,
       ]);
+      inferred = true;
+      this.o.observe?.(this.o.model, performance.now() - started, true);
       const out = result.outputs[outputName];
       if (out === undefined || Array.isArray(out.data))
         throw new Error(`output ${outputName} is missing or not numeric`);
@@ -146,19 +207,19 @@ export class PipelineRunner {
       const { body, event } = this.post.apply(key, values);
       const full = { key, ...body };
       const writes: Array<Promise<void>> = [];
-      if (this.o.spec.publish === 'all') {
-        this.counters.predictions++;
-        writes.push(this.o.publisher.prediction(result.model.ref, full));
-      }
-      if (event !== undefined) {
-        this.counters.events++;
-        writes.push(this.o.publisher.event(event.type, event.body, result.model.ref));
-      }
+      if (this.o.spec.publish === 'all') writes.push(this.o.publisher.prediction(result.model.ref, full));
+      if (event !== undefined) writes.push(this.o.publisher.event(event.type, event.body, result.model.ref));
       await Promise.all(writes);
+      // Counted once committed: the counters say what the outbox holds, not what was attempted.
+      if (this.o.spec.publish === 'all') this.counters.predictions++;
+      if (event !== undefined) this.counters.events++;
+      return true;
     } catch (err) {
       this.counters.errors++;
+      if (!inferred) this.o.observe?.(this.o.model, performance.now() - started, false);
       const code = isOutpostError(err) ? err.code : 'error';
       this.warnOnce.warn(`run:${code}`, { model: this.o.model, err }, 'pipeline inference failed');
+      return false;
     }
   }
 

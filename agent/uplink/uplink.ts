@@ -38,6 +38,11 @@ export type UplinkState = 'stopped' | 'connecting' | 'connected' | 'waiting';
 
 const LANE_ORDER: Lane[] = ['control', 'prediction', 'telemetry'];
 
+/** MQTT 5 PUBACK reasons that will not change on retry: not authorized, bad topic, too large, bad format. */
+const PERMANENT_REFUSALS = new Set([0x87, 0x90, 0x95, 0x99]);
+
+const FRESH_LIMIT = 8_192;
+
 /**
  * The MQTT uplink. It owns reconnection (capped, jittered backoff; one fresh mqtt.js client per
  * connection) and reads what to send from the outbox, never from mqtt.js's in-memory queue,
@@ -55,6 +60,15 @@ export class Uplink extends EventEmitter<UplinkEvents> {
   private protocolSettled: boolean;
   private readonly cursors: Record<Lane, number> = { control: 0, prediction: 0, telemetry: 0 };
   private readonly inflight = new Map<number, StoredMessage>();
+  /**
+   * A lane is caught up when a read from the outbox found nothing more after its cursor. From
+   * then on, freshly committed rows are queued here straight from the commit and sent without
+   * reading them back: no SELECT per message in steady state. Past FRESH_LIMIT (the window is
+   * stuck) the queue is dropped and the lane reads from the outbox again.
+   */
+  private readonly caughtUp: Record<Lane, boolean> = { control: false, prediction: false, telemetry: false };
+  private readonly fresh: Record<Lane, StoredMessage[]> = { control: [], prediction: [], telemetry: [] };
+  private readonly freshHead: Record<Lane, number> = { control: 0, prediction: 0, telemetry: 0 };
   /** Messages at or below this seq were handed to an earlier connection: they are replays. */
   private replayUpTo = 0;
   private maxFetched = 0;
@@ -63,14 +77,14 @@ export class Uplink extends EventEmitter<UplinkEvents> {
   state: UplinkState = 'stopped';
   lastError: string | undefined;
   connectedAt: number | undefined;
-  readonly counters = { connects: 0, disconnects: 0, published: 0, acked: 0, replayed: 0 };
+  readonly counters = { connects: 0, disconnects: 0, published: 0, acked: 0, replayed: 0, refused: 0 };
 
   constructor(private readonly options: UplinkOptions) {
     super();
     this.backoff = new Backoff(options.backoffMinMs, options.backoffMaxMs);
     this.protocolVersion = options.protocol === '3.1.1' ? 4 : 5;
     this.protocolSettled = options.protocol !== 'auto';
-    options.outbox.on('committed', () => this.pump());
+    options.outbox.on('committed', (rows) => this.onCommitted(rows));
   }
 
   get protocol(): 5 | 4 {
@@ -119,7 +133,7 @@ export class Uplink extends EventEmitter<UplinkEvents> {
       clean: true,
       keepalive: this.options.keepaliveS,
       reconnectPeriod: 0,
-      connectTimeout: 15_000,
+      connectTimeout: 10_000,
       // Durability is the outbox's job; mqtt.js must not queue anything of its own.
       queueQoSZero: false,
       resubscribe: false,
@@ -150,7 +164,9 @@ export class Uplink extends EventEmitter<UplinkEvents> {
         }
         this.lastError = reason;
         this.resetWindow();
-        client.removeAllListeners();
+        // Not removeAllListeners(): mqtt.js's own 'close' listener clears its CONNACK timer,
+        // which otherwise keeps the process alive for connectTimeout. The `settled` and
+        // generation checks make this connection's later events harmless.
         client.on('error', () => {});
         client.end(true);
         if (this.client === client) this.client = undefined;
@@ -177,6 +193,7 @@ export class Uplink extends EventEmitter<UplinkEvents> {
         this.pump();
       });
       client.on('message', (topic, payload, packet) => {
+        if (settled || generation !== this.generation) return;
         const name = topic.split('/').pop() ?? '';
         const command: IncomingCommand = { name, payload };
         if (packet.properties?.responseTopic !== undefined)
@@ -214,12 +231,51 @@ export class Uplink extends EventEmitter<UplinkEvents> {
   }
 
   private resetWindow(): void {
-    // What was in flight is sent again on the next connection, from the outbox.
+    // What was in flight is sent again on the next connection, from the outbox. Acks still
+    // waiting for their batched delete go to disk first, or they would be sent again too.
+    this.options.outbox.flushAcks();
     this.replayUpTo = Math.max(this.replayUpTo, this.maxFetched);
     this.inflight.clear();
-    this.cursors.control = 0;
-    this.cursors.prediction = 0;
-    this.cursors.telemetry = 0;
+    for (const lane of LANE_ORDER) {
+      this.cursors[lane] = 0;
+      this.dropFresh(lane);
+    }
+  }
+
+  private dropFresh(lane: Lane): void {
+    this.caughtUp[lane] = false;
+    this.fresh[lane] = [];
+    this.freshHead[lane] = 0;
+  }
+
+  private onCommitted(rows: StoredMessage[]): void {
+    if (this.state === 'connected') {
+      for (const m of rows) {
+        if (!this.caughtUp[m.lane] || m.seq <= this.cursors[m.lane]) continue;
+        const queue = this.fresh[m.lane];
+        if (queue.length - this.freshHead[m.lane] >= FRESH_LIMIT) this.dropFresh(m.lane);
+        else queue.push(m);
+      }
+    }
+    this.pump();
+  }
+
+  /** Up to `limit` messages of a lane after its cursor: from memory when caught up, else from disk. */
+  private next(lane: Lane, limit: number): StoredMessage[] {
+    if (this.caughtUp[lane]) {
+      const queue = this.fresh[lane];
+      const head = this.freshHead[lane];
+      const end = Math.min(queue.length, head + limit);
+      const out = queue.slice(head, end);
+      if (end === queue.length) {
+        this.fresh[lane] = [];
+        this.freshHead[lane] = 0;
+      } else this.freshHead[lane] = end;
+      return out;
+    }
+    const batch = this.options.outbox.fetch(lane, this.cursors[lane], limit);
+    if (batch.length < limit) this.caughtUp[lane] = true;
+    return batch;
   }
 
   /** Fills the in-flight window from the outbox, most important lane first. */
@@ -232,9 +288,10 @@ export class Uplink extends EventEmitter<UplinkEvents> {
       for (const lane of LANE_ORDER) {
         while (this.inflight.size < this.options.inflight) {
           const room = this.options.inflight - this.inflight.size;
-          const batch = this.options.outbox.fetch(lane, this.cursors[lane], Math.min(room, 256));
+          const batch = this.next(lane, Math.min(room, 256));
           if (batch.length === 0) break;
           for (const m of batch) {
+            if (m.seq <= this.cursors[lane]) continue;
             this.cursors[lane] = m.seq;
             if (m.seq > this.maxFetched) this.maxFetched = m.seq;
             this.send(client, generation, m);
@@ -267,6 +324,14 @@ export class Uplink extends EventEmitter<UplinkEvents> {
       if (generation !== this.generation || !this.inflight.has(m.seq)) return;
       this.inflight.delete(m.seq);
       if (err) {
+        const reason = (err as { code?: unknown }).code;
+        if (typeof reason === 'number' && PERMANENT_REFUSALS.has(reason)) {
+          // Sending it again cannot succeed and would replay it on every reconnect: drop and count.
+          this.counters.refused++;
+          this.options.log.warn({ topic: m.topic, reason, seq: m.seq }, 'broker refused a message; dropped');
+          this.options.outbox.ack(m, true);
+          return;
+        }
         this.options.log.debug({ err, seq: m.seq }, 'publish failed; it stays in the outbox');
         return;
       }
@@ -307,7 +372,6 @@ export class Uplink extends EventEmitter<UplinkEvents> {
       client.end(false, {}, () => resolve());
       setTimeout(resolve, 500).unref();
     });
-    client.removeAllListeners();
     client.on('error', () => {});
     this.client = undefined;
     this.options.outbox.flushAcks();

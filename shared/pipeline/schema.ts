@@ -16,6 +16,8 @@ const csvPayload = z
     format: z.literal('csv'),
     /** 0-based columns to read; all columns when omitted. */
     columns: z.array(z.number().int().min(0)).optional(),
+    /** 0-based column holding the sensor key (HTTP push and line streams); not a reading value. */
+    keyColumn: z.number().int().min(0).optional(),
   })
   .strict();
 const f32Payload = z.object({ format: z.literal('f32le') }).strict();
@@ -37,8 +39,8 @@ const httpSource = z
     /** `POST /v1/sensors/{name}` feeds this pipeline. */
     name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/),
     payload: payloadSchema.default({ format: 'json', field: 'value' }),
-    /** JSON field naming the sensor key inside each pushed reading. */
-    keyField: z.string().optional(),
+    /** JSON field naming the sensor key inside each pushed record; else `?key=` or the source name. */
+    keyField: z.string().min(1).optional(),
   })
   .strict();
 const linesSource = z
@@ -47,7 +49,8 @@ const linesSource = z
     /** Name of a line stream declared in the agent config (a file, FIFO or stdin). */
     stream: z.string().min(1),
     payload: z.union([jsonPayload, csvPayload]).default({ format: 'json', field: 'value' }),
-    keyField: z.string().optional(),
+    /** JSON field naming the sensor key in each line; all lines share one window when omitted. */
+    keyField: z.string().min(1).optional(),
   })
   .strict();
 export const sourceSchema = z.discriminatedUnion('kind', [mqttSource, httpSource, linesSource]);
