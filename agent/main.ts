@@ -15,6 +15,7 @@ import { createLogger, type Logger } from './log.ts';
 import { Outbox } from './outbox/outbox.ts';
 import { PipelineManager } from './pipeline/manager.ts';
 import { Publisher } from './publisher.ts';
+import type { InferenceObserver } from './runtime/observer.ts';
 import { WorkerPool } from './runtime/pool.ts';
 import { ModelRegistry } from './runtime/registry.ts';
 import { registerSensorRoutes } from './sources/http-push.ts';
@@ -127,6 +128,16 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
         .all()
         .map((m) => ({ name: m.name, version: m.version, state: m.state, pending: registry.pending(m.key) })),
   });
+  // Every inference, from the HTTP API or a pipeline, feeds both the Prometheus metrics and the
+  // per-model figures sent in telemetry.
+  const inference = new InferenceStats();
+  const observer: InferenceObserver = {
+    request(model, version, outcome) {
+      metrics.request(model, version, outcome);
+      inference.record(model, outcome.totalUs / 1000, outcome.ok);
+    },
+    execution: (model, version, rows) => metrics.execution(model, version, rows),
+  };
   const { batching } = config.runtime;
   const registry: ModelRegistry = new ModelRegistry(pool, log.child({ component: 'registry' }), {
     keepVersions: config.runtime.keepVersions,
@@ -138,7 +149,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       batching.defaultMaxBatchSize > 1
         ? { maxBatchSize: batching.defaultMaxBatchSize, maxQueueDelayMs: batching.defaultMaxQueueDelayMs }
         : undefined,
-    observer: metrics,
+    observer,
   });
   const publisher = new Publisher(config.deviceId, envelopes, outbox);
   const storage = new StorageBudget({
@@ -184,7 +195,6 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
           `outpost-${config.deviceId}-sensors`,
           log.child({ component: 'sensors' }),
         );
-  const inference = new InferenceStats();
   const pipelines = new PipelineManager({
     registry,
     publisher,
@@ -192,7 +202,6 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     log: log.child({ component: 'pipeline' }),
     bufferLimit: config.sensors.bufferLimit,
     logIntervalMs: config.sensors.malformedLogIntervalMs,
-    observe: (model, ms, ok) => inference.record(model, ms, ok),
   });
   const makeUpdater = (token: string | undefined) =>
     new Updater({
