@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { buildForBench } from './lib/build.ts';
+import { buildForBench, removeBuild } from './lib/build.ts';
 import { describeMachine } from './lib/machine.ts';
 import { writeResults } from './lib/report.ts';
 import { type BenchContext, type Measurement, measurement } from './lib/scenario.ts';
@@ -41,9 +41,14 @@ const outDir = values.out ?? fileURLToPath(new URL('./results/', import.meta.url
 const machine = describeMachine();
 const startedAt = new Date();
 const log = (m: string) => console.error(`[bench] ${m}`);
-log(`${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}, load ${machine.loadAvg1}`);
-log('building the agent and fixtures to JavaScript');
+log(
+  `${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}, load ${machine.loadAvg1}`,
+);
+const buildStarted = performance.now();
 const buildDir = await buildForBench();
+log(
+  `built the agent and fixtures to JavaScript in ${((performance.now() - buildStarted) / 1000).toFixed(1)} s`,
+);
 
 const rows: Measurement[] = [];
 const failures: Record<string, string> = {};
@@ -56,7 +61,7 @@ for (const scenario of selected) {
     quick,
     buildDir,
     tmpDir,
-    windowMs: quick ? 250 : 2_000,
+    windowMs: quick ? 100 : 2_000,
     minWindows: 3,
     maxWindows: quick ? 3 : 10,
     record(input) {
@@ -87,6 +92,7 @@ for (const scenario of selected) {
   log(`${scenario.name}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 
+await removeBuild(buildDir);
 await writeResults(outDir, rows, {
   machine,
   quick,

@@ -104,7 +104,11 @@ export class BenchChild {
   }
 
   /** Sends a command and waits for its reply; a reply with `error` rejects. */
-  command(op: string, args: Record<string, unknown> = {}, timeoutMs = 60_000): Promise<Record<string, unknown>> {
+  command(
+    op: string,
+    args: Record<string, unknown> = {},
+    timeoutMs = 60_000,
+  ): Promise<Record<string, unknown>> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`command ${op} timed out`)), timeoutMs);

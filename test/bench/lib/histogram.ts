@@ -9,6 +9,14 @@ const LOG_GROWTH = Math.log(GROWTH);
 const MIN = 0.01;
 const BUCKETS = Math.ceil(Math.log(1e11) / LOG_GROWTH) + 1;
 
+export interface HistogramSnapshot {
+  buckets: Array<[number, number]>;
+  count: number;
+  sum: number;
+  min: number;
+  max: number;
+}
+
 export class Histogram {
   private readonly counts = new Uint32Array(BUCKETS);
   count = 0;
@@ -49,6 +57,25 @@ export class Histogram {
       if (seen >= rank) return Math.min(this.max, Math.max(this.min, MIN * GROWTH ** i));
     }
     return this.max;
+  }
+
+  /** A compact form for crossing a process boundary: only the non-empty buckets. */
+  snapshot(): HistogramSnapshot {
+    const buckets: Array<[number, number]> = [];
+    this.counts.forEach((c, i) => {
+      if (c > 0) buckets.push([i, c]);
+    });
+    return { buckets, count: this.count, sum: this.sum, min: this.min, max: this.max };
+  }
+
+  static from(s: HistogramSnapshot): Histogram {
+    const h = new Histogram();
+    for (const [i, c] of s.buckets) h.counts[i] = c;
+    h.count = s.count;
+    h.sum = s.sum;
+    h.min = s.count === 0 ? Number.POSITIVE_INFINITY : s.min;
+    h.max = s.max;
+    return h;
   }
 
   static merged(list: readonly Histogram[]): Histogram {

@@ -29,7 +29,14 @@ function once(agent: Agent, target: LoadTarget): Promise<number> {
       headers['content-length'] = target.body.length;
     }
     const req = request(
-      { host: '127.0.0.1', port: target.port, path: target.path, method: target.method ?? 'GET', agent, headers },
+      {
+        host: '127.0.0.1',
+        port: target.port,
+        path: target.path,
+        method: target.method ?? 'GET',
+        agent,
+        headers,
+      },
       (res) => {
         // Read the whole answer: a response is done when its body is, not at its headers.
         res.on('data', () => {});
@@ -48,7 +55,11 @@ function once(agent: Agent, target: LoadTarget): Promise<number> {
  * `durationMs`. Closed loop is how perf_analyzer drives a server: throughput is what the
  * server sustains at that concurrency, and latency is not inflated by a queue we made.
  */
-export async function closedLoop(target: LoadTarget, concurrency: number, durationMs: number): Promise<LoadResult> {
+export async function closedLoop(
+  target: LoadTarget,
+  concurrency: number,
+  durationMs: number,
+): Promise<LoadResult> {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency });
   const latency = new Histogram();
   const statuses: Record<string, number> = {};
@@ -87,7 +98,8 @@ export async function closedLoop(target: LoadTarget, concurrency: number, durati
 export function combine(results: readonly LoadResult[]): LoadResult {
   const latency = Histogram.merged(results.map((r) => r.latency));
   const statuses: Record<string, number> = {};
-  for (const r of results) for (const [k, v] of Object.entries(r.statuses)) statuses[k] = (statuses[k] ?? 0) + v;
+  for (const r of results)
+    for (const [k, v] of Object.entries(r.statuses)) statuses[k] = (statuses[k] ?? 0) + v;
   const completed = results.reduce((a, r) => a + r.completed, 0);
   const elapsedMs = results.reduce((a, r) => a + r.elapsedMs, 0);
   return {

@@ -32,3 +32,12 @@ export async function sampleMemory(pid: number, samples = 5, intervalMs = 50): P
 }
 
 export const MiB = (kib: number): number => kib / 1024;
+
+/** CPU time (user + system) a process has used so far, in seconds, from /proc/PID/stat. */
+export async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return ticks / 100; // USER_HZ is 100 on Linux (x86-64 and arm64).
+}

@@ -36,7 +36,10 @@ export function spreadOf(values: readonly number[]): number {
   return min <= 0 ? Number.POSITIVE_INFINITY : (max - min) / min;
 }
 
-export async function interleaved<T>(sides: Array<Side<T>>, options: StableOptions<T>): Promise<StableResult<T>> {
+export async function interleaved<T>(
+  sides: Array<Side<T>>,
+  options: StableOptions<T>,
+): Promise<StableResult<T>> {
   const tolerance = options.tolerance ?? 0.1;
   const minWindows = Math.max(3, options.minWindows);
   const maxWindows = Math.max(minWindows, options.maxWindows);

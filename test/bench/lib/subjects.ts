@@ -37,7 +37,11 @@ export function fixture(ctx: BenchContext, name: string): string {
 }
 
 /** Starts the real agent (built JS) as a child process and stops it after the scenario. */
-export async function startAgent(ctx: BenchContext, configPath: string, nodeArgs: string[] = []): Promise<BenchChild> {
+export async function startAgent(
+  ctx: BenchContext,
+  configPath: string,
+  nodeArgs: string[] = [],
+): Promise<BenchChild> {
   const child = await BenchChild.start(fixture(ctx, 'agent-runner'), [configPath], { nodeArgs });
   ctx.defer(() => child.stop());
   return child;

@@ -22,13 +22,14 @@ export const idleRss: Scenario = {
       { label: `workers=${DEFAULT_WORKERS} (default)`, workers: 0 },
       { label: 'workers=1', workers: 1 },
     ];
-    const agents = [];
-    for (const s of subjects) {
-      const config = await writeAgentConfig(ctx, `agent-w${s.workers}`, [bundle.dir], { workers: s.workers });
-      agents.push(await startAgent(ctx, config));
-    }
-    const bare = await startFixture(ctx, 'bare-ort', [modelPath]);
-    const empty = await startFixture(ctx, 'idle-node', []);
+    const configs = await Promise.all(
+      subjects.map((s) => writeAgentConfig(ctx, `agent-w${s.workers}`, [bundle.dir], { workers: s.workers })),
+    );
+    const [agents, bare, empty] = await Promise.all([
+      Promise.all(configs.map((c) => startAgent(ctx, c))),
+      startFixture(ctx, 'bare-ort', [modelPath]),
+      startFixture(ctx, 'idle-node', []),
+    ]);
     await new Promise((r) => setTimeout(r, SETTLE_MS));
     const sides = [...agents, bare, empty].map((child, i) => ({
       name: String(i),

@@ -44,21 +44,31 @@ export const sessionRun: Scenario = {
       const session = await ort.InferenceSession.create(model.bytes, AGENT_DEFAULT_OPTIONS);
       const feeds = feedsOf(model);
       try {
-        const result = await interleaved([{ name: model.name, window: () => window(session, feeds, ctx.windowMs) }], {
-          metric: (h) => h.quantile(0.5),
-          minWindows: ctx.minWindows,
-          maxWindows: ctx.maxWindows,
-          warmup: async () => {
-            await window(session, feeds, Math.min(500, ctx.windowMs));
+        const result = await interleaved(
+          [{ name: model.name, window: () => window(session, feeds, ctx.windowMs) }],
+          {
+            metric: (h) => h.quantile(0.5),
+            minWindows: ctx.minWindows,
+            maxWindows: ctx.maxWindows,
+            warmup: async () => {
+              await window(session, feeds, Math.min(500, ctx.windowMs));
+            },
           },
-        });
+        );
         const h = Histogram.merged(result.last[0] ?? []);
-        ctx.log(`${model.name}: p50 ${h.quantile(0.5).toFixed(1)} µs over ${h.count} runs, ${result.windows} windows`);
+        ctx.log(
+          `${model.name}: p50 ${h.quantile(0.5).toFixed(1)} µs over ${h.count} runs, ${result.windows} windows`,
+        );
         for (const [q, label] of [
           [0.5, 'p50'],
           [0.99, 'p99'],
         ] as const) {
-          ctx.record({ metric: `${model.name} ${label}`, value: h.quantile(q), unit: 'µs', stable: result.stable });
+          ctx.record({
+            metric: `${model.name} ${label}`,
+            value: h.quantile(q),
+            unit: 'µs',
+            stable: result.stable,
+          });
         }
       } finally {
         await session.release();
