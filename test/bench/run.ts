@@ -1,7 +1,7 @@
 /**
- * `npm run bench [-- --quick] [-- --only NAME[,NAME]] [-- --out DIR]`: runs the scenarios,
+ * `npm run bench [-- --quick] [-- --only NAME[,NAME]] [-- --out DIR] [-- --readme]`: runs the scenarios,
  * each against its baseline in this same run, and writes `latest.json` and `latest.md` to
- * test/bench/results (or DIR). Exit code 1 when a scenario could not run; a missed target is
+ * test/bench/results (or DIR), and with --readme the README's Performance table. Exit code 1 when a scenario could not run; a missed target is
  * reported in the table, not by the exit code (timings on a shared machine are not a test).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { buildForBench, removeBuild } from './lib/build.ts';
 import { describeMachine } from './lib/machine.ts';
-import { writeResults } from './lib/report.ts';
+import { updateReadme, writeResults } from './lib/report.ts';
 import { type BenchContext, type Measurement, measurement } from './lib/scenario.ts';
 import { scenarios } from './scenarios/index.ts';
 
@@ -21,6 +21,7 @@ const { values } = parseArgs({
     only: { type: 'string', multiple: true },
     out: { type: 'string' },
     list: { type: 'boolean', default: false },
+    readme: { type: 'boolean', default: false },
   },
 });
 
@@ -93,14 +94,22 @@ for (const scenario of selected) {
 }
 
 await removeBuild(buildDir);
-await writeResults(outDir, rows, {
+const info = {
   machine,
   quick,
   startedAt: startedAt.toISOString(),
   durationS: (Date.now() - startedAt.getTime()) / 1000,
   descriptions,
   failures,
-});
+};
+await writeResults(outDir, rows, info);
+if (values.readme === true) {
+  if (quick || only.length > 0) log('--readme ignored: the README shows a full run of every scenario only');
+  else {
+    await updateReadme(fileURLToPath(new URL('../../README.md', import.meta.url)), rows, info);
+    log('updated the Performance table in README.md');
+  }
+}
 log(`wrote ${join(outDir, 'latest.json')} and latest.md (${rows.length} measurements)`);
 const missed = rows.filter((r) => r.pass === false);
 if (missed.length > 0) log(`targets missed: ${missed.map((r) => `${r.scenario}/${r.metric}`).join('; ')}`);

@@ -1,4 +1,4 @@
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Machine } from './machine.ts';
 import type { Measurement } from './scenario.ts';
@@ -21,14 +21,12 @@ function fmt(n: number | null): string {
   return n.toPrecision(3);
 }
 
-export function markdown(rows: readonly Measurement[], info: RunInfo): string {
-  const m = info.machine;
-  const out: string[] = [
-    `# Benchmark results${info.quick ? ' (quick run: short windows, not for publishing)' : ''}`,
-    '',
-    `Run ${info.startedAt}, ${info.durationS.toFixed(0)} s. Machine: ${m.cpu}, ${m.cores} cores, ` +
-      `${m.memoryGiB} GiB, Node ${m.node}, ${m.os} ${m.arch}; 1-min load average at start ${m.loadAvg1}.`,
-    '',
+export function machineLine(m: Machine): string {
+  return `${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, ${m.os} ${m.arch}`;
+}
+
+export function table(rows: readonly Measurement[]): string[] {
+  const out = [
     '| scenario | metric | value | unit | baseline | ratio | target | pass |',
     '| --- | --- | ---: | --- | ---: | ---: | --- | --- |',
   ];
@@ -39,6 +37,35 @@ export function markdown(rows: readonly Measurement[], info: RunInfo): string {
       `| ${r.scenario} | ${r.metric}${flag} | ${fmt(r.value)} | ${r.unit} | ${fmt(r.baseline)} | ${fmt(r.ratio)} | ${r.target ?? ''} | ${pass} |`,
     );
   }
+  return out;
+}
+
+/** Replaces the marked machine line and table in the README with this run's (`--readme`). */
+export async function updateReadme(path: string, rows: readonly Measurement[], info: RunInfo): Promise<void> {
+  let text = await readFile(path, 'utf8');
+  const put = (name: string, body: string) => {
+    const re = new RegExp(`(<!-- bench:${name} -->)[\\s\\S]*?(<!-- /bench:${name} -->)`);
+    if (!re.test(text)) throw new Error(`${path} has no <!-- bench:${name} --> block`);
+    text = text.replace(re, (_, open: string, close: string) => `${open}${body}${close}`);
+  };
+  put(
+    'machine',
+    `${machineLine(info.machine)}; load average ${info.machine.loadAvg1} at the start, ${info.startedAt.slice(0, 10)}`,
+  );
+  put('table', `\n${table(rows).join('\n')}\n`);
+  await writeFile(path, text);
+}
+
+export function markdown(rows: readonly Measurement[], info: RunInfo): string {
+  const m = info.machine;
+  const out: string[] = [
+    `# Benchmark results${info.quick ? ' (quick run: short windows, not for publishing)' : ''}`,
+    '',
+    `Run ${info.startedAt}, ${info.durationS.toFixed(0)} s. Machine: ${machineLine(m)}; ` +
+      `1-min load average at start ${m.loadAvg1}.`,
+    '',
+    ...table(rows),
+  ];
   const notes = rows.filter((r) => r.note !== undefined);
   if (notes.length > 0) {
     out.push('', '## Notes', '');

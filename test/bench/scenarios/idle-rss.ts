@@ -25,13 +25,14 @@ export const idleRss: Scenario = {
     const configs = await Promise.all(
       subjects.map((s) => writeAgentConfig(ctx, `agent-w${s.workers}`, [bundle.dir], { workers: s.workers })),
     );
-    const [agents, bare, empty] = await Promise.all([
+    const [agents, bare, empty, imports] = await Promise.all([
       Promise.all(configs.map((c) => startAgent(ctx, c))),
       startFixture(ctx, 'bare-ort', [modelPath]),
       startFixture(ctx, 'idle-node', []),
+      startFixture(ctx, 'agent-imports', []),
     ]);
     await new Promise((r) => setTimeout(r, SETTLE_MS));
-    const sides = [...agents, bare, empty].map((child, i) => ({
+    const sides = [...agents, bare, empty, imports].map((child, i) => ({
       name: String(i),
       window: () => sampleMemory(child.pid, 5, 50),
     }));
@@ -52,6 +53,14 @@ export const idleRss: Scenario = {
       baseline: baseRss,
       stable: result.stable,
       note: 'what Node alone costs, beside the bare onnxruntime process that is the baseline',
+    });
+    ctx.record({
+      metric: "RSS idle, the agent's modules imported, nothing started (context)",
+      value: avg(agents.length + 2, 'rssKiB'),
+      unit: 'MiB',
+      baseline: baseRss,
+      stable: result.stable,
+      note: "what the main thread's code costs before any worker, session or database exists",
     });
     subjects.forEach((s, i) => {
       const isDefault = s.workers === 0;
