@@ -74,3 +74,42 @@ export function recordLoad(
   }
   return { subject, baseline };
 }
+
+interface V2Answer {
+  outputs: Array<{ name: string; shape: number[]; data: number[] }>;
+}
+
+/**
+ * Checks that the agent and the baseline answer a request with the same outputs before their
+ * speed is compared: a baseline that skipped work (or a broken agent answering fast) would make
+ * every ratio meaningless.
+ */
+export async function assertSameAnswers(
+  agentPort: number,
+  barePort: number,
+  path: string,
+  body: Buffer,
+): Promise<void> {
+  const ask = async (port: number) => {
+    const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+    });
+    if (res.status !== 200)
+      throw new Error(`${path} on port ${port} answered ${res.status}: ${await res.text()}`);
+    const answer = (await res.json()) as V2Answer;
+    return new Map(answer.outputs.map((o) => [o.name, o]));
+  };
+  const [a, b] = await Promise.all([ask(agentPort), ask(barePort)]);
+  if (a.size !== b.size) throw new Error(`${path}: the agent gave ${a.size} outputs, the baseline ${b.size}`);
+  for (const [name, out] of a) {
+    const other = b.get(name);
+    const same =
+      other !== undefined &&
+      JSON.stringify(other.shape) === JSON.stringify(out.shape) &&
+      other.data.length === out.data.length &&
+      out.data.every((v, i) => Math.abs(v - (other.data[i] as number)) <= 1e-6 * Math.max(1, Math.abs(v)));
+    if (!same) throw new Error(`${path}: output ${name} differs between the agent and the baseline`);
+  }
+}

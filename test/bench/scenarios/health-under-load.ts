@@ -2,7 +2,7 @@ import { exampleBundles } from '../../../deploy/examples/example-bundles.ts';
 import { simulateVibration, windowsToFeeds } from '../../../shared/onnx/models.ts';
 import type { BenchChild } from '../lib/child.ts';
 import { Histogram, type HistogramSnapshot } from '../lib/histogram.ts';
-import { startBareServer } from '../lib/http-pair.ts';
+import { assertSameAnswers, startBareServer } from '../lib/http-pair.ts';
 import { closedLoop, type LoadResult } from '../lib/load.ts';
 import { cpuSeconds } from '../lib/rss.ts';
 import type { Scenario } from '../lib/scenario.ts';
@@ -61,6 +61,7 @@ export const healthUnderLoad: Scenario = {
         Array.from({ length: BATCH }, (_, i) => simulateVibration({ seed: i, fault: i % 2 === 1 })),
       ),
     );
+    await assertSameAnswers(portOf(agent), portOf(bare), '/v2/models/vibration-anomaly/infer', body);
     const result = await interleaved(
       [
         { name: 'agent', window: () => window(agent, prober, body, ctx.windowMs) },

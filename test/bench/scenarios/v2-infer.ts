@@ -1,6 +1,6 @@
 import { exampleBundles } from '../../../deploy/examples/example-bundles.ts';
 import { mlpClassifier, simulateVibration, windowsToFeeds } from '../../../shared/onnx/models.ts';
-import { mlpBundle, recordLoad, startBareServer } from '../lib/http-pair.ts';
+import { assertSameAnswers, mlpBundle, recordLoad, startBareServer } from '../lib/http-pair.ts';
 import { closedLoop, type LoadTarget } from '../lib/load.ts';
 import type { Scenario } from '../lib/scenario.ts';
 import { interleaved } from '../lib/stable.ts';
@@ -29,6 +29,7 @@ export const v2Infer: Scenario = {
     for (const { model, body } of cases) {
       const path = `/v2/models/${model}/infer`;
       const target = (port: number): LoadTarget => ({ port, path, method: 'POST', body });
+      await assertSameAnswers(portOf(agent), portOf(bare), path, body);
       for (const concurrency of [1, 8, 32]) {
         const result = await interleaved(
           [
