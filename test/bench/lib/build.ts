@@ -31,6 +31,7 @@ async function tsFiles(dir: string): Promise<string[]> {
  * it here keeps `npm run bench -- --quick` fast enough for the test suite.
  */
 export async function buildForBench(): Promise<string> {
+  await removeStaleBuilds();
   const buildDir = join(BUILD_ROOT, `run-${process.pid}`);
   await rm(buildDir, { recursive: true, force: true });
   const options: ts.CompilerOptions = {
@@ -57,6 +58,25 @@ export async function buildForBench(): Promise<string> {
     }
   }
   return buildDir;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** A run that crashed left its build behind; its process is gone, so its directory can go. */
+async function removeStaleBuilds(): Promise<void> {
+  const entries = await readdir(BUILD_ROOT).catch(() => [] as string[]);
+  for (const name of entries) {
+    const pid = /^run-(\d+)$/.exec(name)?.[1];
+    if (pid !== undefined && !alive(Number(pid)))
+      await rm(join(BUILD_ROOT, name), { recursive: true, force: true });
+  }
 }
 
 export async function removeBuild(buildDir: string): Promise<void> {
