@@ -1,0 +1,76 @@
+import { writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import type { AgentConfigInput } from '../../../agent/config.ts';
+import type { Feeds } from '../../../shared/onnx/models.ts';
+import { BenchChild } from './child.ts';
+import type { BenchContext } from './scenario.ts';
+
+/** The agent's default worker count (runtime.workers = 0 means one per core). */
+export const DEFAULT_WORKERS = Math.max(1, availableParallelism());
+
+/** An agent config for the bench: loopback ephemeral port, no MQTT (nothing to connect to), quiet logs. */
+export async function writeAgentConfig(
+  ctx: BenchContext,
+  name: string,
+  bundles: string[],
+  runtime: AgentConfigInput['runtime'] = {},
+  logLevel: 'warn' | 'info' = 'warn',
+): Promise<string> {
+  const config: AgentConfigInput = {
+    deviceId: 'bench',
+    dataDir: join(ctx.tmpDir, `${name}-data`),
+    log: { level: logLevel },
+    http: { port: 0 },
+    uplink: { enabled: false },
+    sensors: { mqtt: 'off' },
+    models: { bundles },
+    runtime,
+  };
+  const path = join(ctx.tmpDir, `${name}.json`);
+  await writeFile(path, JSON.stringify(config, null, 2));
+  return path;
+}
+
+export function fixture(ctx: BenchContext, name: string): string {
+  return join(ctx.buildDir, 'test', 'bench', 'fixtures', `${name}.js`);
+}
+
+/** Starts the real agent (built JS) as a child process and stops it after the scenario. */
+export async function startAgent(
+  ctx: BenchContext,
+  configPath: string,
+  nodeArgs: string[] = [],
+): Promise<BenchChild> {
+  const child = await BenchChild.start(fixture(ctx, 'agent-runner'), [configPath], { nodeArgs });
+  ctx.defer(() => child.stop());
+  return child;
+}
+
+export async function startFixture(
+  ctx: BenchContext,
+  name: string,
+  args: string[],
+  nodeArgs: string[] = [],
+): Promise<BenchChild> {
+  const child = await BenchChild.start(fixture(ctx, name), args, { nodeArgs });
+  ctx.defer(() => child.stop());
+  return child;
+}
+
+export function portOf(child: BenchChild): number {
+  const port = child.readyInfo.port;
+  if (typeof port !== 'number') throw new Error('child reported no port');
+  return port;
+}
+
+/** A V2 JSON infer body for batch-1 example feeds (float inputs only, flat data). */
+export function v2Body(feeds: Feeds): Buffer {
+  const inputs = Object.entries(feeds).map(([name, t]) => ({
+    name,
+    datatype: 'FP32',
+    shape: t.dims,
+    data: Array.from(t.data as Float32Array),
+  }));
+  return Buffer.from(JSON.stringify({ inputs }));
+}
