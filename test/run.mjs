@@ -10,7 +10,7 @@ const filter = process.argv.slice(2);
 function walk(dir, out) {
   for (const name of readdirSync(dir)) {
     const path = join(dir, name);
-    if (name === 'node_modules' || name === 'results') continue;
+    if (name === 'node_modules' || name === 'results' || name === '.build') continue;
     if (statSync(path).isDirectory()) walk(path, out);
     else if (name.endsWith('.test.ts')) out.push(relative(root, path));
   }
