@@ -34,6 +34,8 @@ interface PartMeta {
   sha256: string;
 }
 
+const WRITE_BATCH_BYTES = 1024 * 1024;
+
 async function sizeOf(path: string): Promise<number> {
   return stat(path).then(
     (s) => s.size,
@@ -138,6 +140,21 @@ export async function downloadTarget(
     await writeFile(metaPath, JSON.stringify(nextMeta));
     const hash = offset === 0 ? createHash('sha256') : await hashPrefix(spec.dest, offset);
     const fh = await open(spec.dest, offset === 0 ? 'w' : 'r+');
+    // Socket chunks are small (16-64 KiB): gather them into writes of about 1 MiB so a large
+    // model is not thousands of thread-pool round trips.
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    let written = offset;
+    const flush = async () => {
+      if (pendingBytes === 0) return;
+      const data = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, pendingBytes);
+      pending = [];
+      pendingBytes = 0;
+      hooks.beforeWrite?.(written, data.length);
+      await fh.write(data, 0, data.length, written);
+      written += data.length;
+      hooks.onProgress?.(written, spec.length);
+    };
     try {
       for await (const chunk of res.body) {
         if (offset + chunk.length > spec.length) {
@@ -150,13 +167,18 @@ export async function downloadTarget(
             { details: { endlessData: true } },
           );
         }
-        hooks.beforeWrite?.(offset, chunk.length);
-        await fh.write(chunk, 0, chunk.length, offset);
         hash.update(chunk);
         offset += chunk.length;
-        hooks.onProgress?.(offset, spec.length);
+        pending.push(chunk);
+        pendingBytes += chunk.length;
+        if (pendingBytes >= WRITE_BATCH_BYTES) await flush();
       }
+      await flush();
       await fh.sync();
+    } catch (err) {
+      // What arrived before a reset is kept for the resume: write it out, then rethrow.
+      await flush().catch(() => undefined);
+      throw err;
     } finally {
       await fh.close().catch(() => undefined);
     }

@@ -1,5 +1,6 @@
 import type { Scenario } from '../lib/scenario.ts';
 import { batching } from './batching.ts';
+import { bundleInstall } from './bundle-install.ts';
 import { healthUnderLoad } from './health-under-load.ts';
 import { hotSwapRss } from './hot-swap-rss.ts';
 import { idleRss } from './idle-rss.ts';
@@ -16,4 +17,5 @@ export const scenarios: readonly Scenario[] = [
   v2Infer,
   batching,
   healthUnderLoad,
+  bundleInstall,
 ];

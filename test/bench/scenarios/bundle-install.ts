@@ -1,0 +1,91 @@
+import { createHash } from 'node:crypto';
+import { copyFile, open, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeBundle } from '../../../deploy/examples/example-bundles.ts';
+import { paddedModel } from '../../../shared/onnx/models.ts';
+import { UpdateFixture } from '../../helpers/update-fixture.ts';
+import type { Scenario } from '../lib/scenario.ts';
+import { interleaved, median } from '../lib/stable.ts';
+
+const NAME = 'padded-mlp';
+
+/** The floor an install is judged against: hash the file and make a durable copy of it. */
+async function hashAndCopy(src: string, dst: string): Promise<number> {
+  const t0 = performance.now();
+  const bytes = await readFile(src);
+  createHash('sha256').update(bytes).digest('hex');
+  await copyFile(src, dst);
+  const fh = await open(dst, 'r');
+  await fh.sync();
+  await fh.close();
+  const ms = performance.now() - t0;
+  await rm(dst, { force: true });
+  return ms;
+}
+
+export const bundleInstall: Scenario = {
+  name: 'bundle-install',
+  description:
+    'Verify + install + activate of a 50 MB bundle through the updater as a device runs it: TUF refresh, ' +
+    'download over loopback HTTP, length and sha256 check, write-temp + fsync + rename, load in every ' +
+    'inference worker (the default pool: one per core), the manifest sample check, the switch. Baseline: ' +
+    'sha256 of the same model file plus a copy made durable with fsync, in the same process, interleaved.',
+  async run(ctx) {
+    const megabytes = ctx.quick ? 4 : 50;
+    const model = paddedModel(megabytes * 1024 * 1024);
+    const fixture = await new UpdateFixture().start();
+    ctx.defer(() => fixture.stop());
+    const agent = fixture.agent({ runtime: { workers: 0 } });
+    await agent.start();
+    const bundlesDir = join(ctx.tmpDir, 'bundles');
+    let release = 0;
+    let lastModelPath = '';
+    const publishNext = async () => {
+      release++;
+      const b = await writeBundle(
+        model,
+        { name: NAME, version: `1.0.${release}`, releaseCounter: release },
+        bundlesDir,
+      );
+      await fixture.repo.publishBundle(b.dir, fixture.signers);
+      lastModelPath = join(b.dir, b.manifest.model.file);
+      return b.manifest.version;
+    };
+    const install = async () => {
+      const version = await publishNext();
+      const t0 = performance.now();
+      await agent.updater?.installFromTuf(NAME, version);
+      const ms = performance.now() - t0;
+      if (agent.registry.current(NAME)?.version !== version)
+        throw new Error(`${NAME}@${version} did not become current`);
+      return ms;
+    };
+    const result = await interleaved(
+      [
+        { name: 'install', window: install },
+        { name: 'sha256+copy', window: () => hashAndCopy(lastModelPath, join(ctx.tmpDir, 'copy.onnx')) },
+      ],
+      {
+        metric: (ms) => ms,
+        minWindows: Math.min(ctx.minWindows, 4),
+        maxWindows: ctx.quick ? 3 : 8,
+        tolerance: 0.15,
+        warmup: async (side) => {
+          if (side === 'install') await install();
+        },
+      },
+    );
+    const subject = median(result.last[0] ?? []);
+    const baseline = median(result.last[1] ?? []);
+    ctx.log(`install ${subject.toFixed(0)} ms vs sha256+copy ${baseline.toFixed(0)} ms (${megabytes} MB)`);
+    ctx.record({
+      metric: `install ${megabytes} MB bundle`,
+      value: subject,
+      unit: 'ms',
+      baseline,
+      target: { on: 'ratio', op: '<=', limit: 2 },
+      note: `${agent.status().models.length} model version(s) loaded after the last switch; workers: ${agent.config.runtime.workers || 'one per core'}`,
+      stable: result.stable,
+    });
+  },
+};
