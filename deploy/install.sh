@@ -8,19 +8,28 @@
 #   --package FILE         the release tarball (npm run package); or --from DIR, an unpacked one
 #   --root-json FILE       the pinned TUF root, copied to /etc/outpost/root.json (0644)
 #   --replace-root         allow replacing a different pinned root (a trust reset)
-#   --control-plane URL    the control plane to enrol with; written to the config
+#   --control-plane URL    the control plane to enrol with (POST URL/v1/enrol); the config
+#                          gets sync.url and controlPlane.url = URL and signed updates on
 #   --token TOKEN          the enrolment token (or --token-file FILE, or OUTPOST_ENROL_TOKEN)
 #   --device-id ID         default: the hostname
-#   --no-enrol             skip enrolment (no control plane reachable yet); enrol later by
-#                          running this again with --token
+#   --no-enrol             do not enrol now (no control plane reachable yet): with --token the
+#                          token goes into the config as sync.enrolmentToken and the agent
+#                          enrols on its first start; without one sync stays off until this
+#                          runs again with --token
 #   --node PATH            the node binary for the unit (default: `command -v node`)
 #   --no-start             install and enable, but do not (re)start the service
 #   --root DIR             install into DIR instead of / (packaging, tests); implies no
 #                          systemctl, and user creation runs `useradd --root DIR`
 #
-# Idempotent: running it again keeps config, credentials, data and the pinned root, installs
+# Enrolment writes the device credential where the agent's sync client reads it:
+# /var/lib/outpost/sync/credential.json ({deviceId, credential, url}; 0600 outpost, in a 0700
+# directory). An existing credential means "already enrolled": no token is needed or spent.
+#
+# Idempotent: running it again keeps config, credential, data and the pinned root, installs
 # the package as a new release under /opt/outpost/releases, flips /opt/outpost/current and
-# keeps the previous release for a rollback.
+# keeps the previous release for a rollback. An existing agent.json is only added to: the
+# sync and updates sections, when it has no sync section and the device is enrolled (or
+# --no-enrol came with a token).
 set -eu
 
 PROG=install.sh
@@ -28,7 +37,7 @@ die() { echo "$PROG: $*" >&2; exit 1; }
 say() { echo "$PROG: $*"; }
 
 package='' from='' root_json='' replace_root=0 cp_url='' token="${OUTPOST_ENROL_TOKEN:-}"
-device_id='' enrol=1 node_bin='' start=1 root=/ enrol_path=/v1/devices/enrol
+device_id='' enrol=1 node_bin='' start=1 root=/
 while [ $# -gt 0 ]; do
   case "$1" in
     --package) package=$2; shift 2 ;;
@@ -43,7 +52,7 @@ while [ $# -gt 0 ]; do
     --node) node_bin=$2; shift 2 ;;
     --no-start) start=0; shift ;;
     --root) root=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -80,12 +89,28 @@ elif [ ! -f "$etc/root.json" ]; then
   die "no pinned TUF root: pass --root-json FILE (the root.json from \`outpost keys init\`)"
 fi
 
+# The agent's own credential file (agent/sync/credentials.ts): its presence is the enrolment.
+data="$R/var/lib/outpost"
+cred="$data/sync/credential.json"
+enrolled=0
+if [ -f "$cred" ]; then
+  enrolled=1
+  cred_id=$("$node_bin" -p 'const c=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")); if(typeof c.deviceId!=="string"||typeof c.credential!=="string"||typeof c.url!=="string") throw 0; c.deviceId' "$cred" 2>/dev/null) \
+    || die "$cred is not a device credential ({deviceId, credential, url}); move it away to enrol again"
+  [ -z "$device_id" ] || [ "$device_id" = "$cred_id" ] \
+    || die "already enrolled as $cred_id ($cred); --device-id $device_id would not match it"
+  device_id=$cred_id
+  [ -n "$cp_url" ] || cp_url=$("$node_bin" -p 'JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")).url' "$cred")
+fi
+# A kept config names the device already; enrolling it under another name would strand it.
+if [ -z "$device_id" ] && [ -f "$etc/agent.json" ]; then
+  device_id=$("$node_bin" -p 'JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")).deviceId ?? ""' "$etc/agent.json" 2>/dev/null) \
+    || die "$etc/agent.json is not valid JSON"
+fi
 [ -n "$device_id" ] || device_id=$( (hostname 2>/dev/null || cat /etc/hostname) | tr -c 'A-Za-z0-9._\n-' '-')
 case "$device_id" in
   ''|*[!A-Za-z0-9._-]*) die "device id '$device_id' must be letters, digits, . _ -" ;;
 esac
-enrolled=0
-[ -f "$etc/device.json" ] && enrolled=1
 if [ "$enrol" = 1 ] && [ "$enrolled" = 0 ]; then
   [ -n "$cp_url" ] || die "enrolment needs --control-plane URL (or pass --no-enrol)"
   [ -n "$token" ] || die "enrolment needs --token (or --token-file, or --no-enrol)"
@@ -110,7 +135,8 @@ version=$("$node_bin" -p 'require(process.argv[1]).version' "$meta")
 if [ "$enrol" = 1 ] && [ "$enrolled" = 0 ]; then
   say "enrolling $device_id with $cp_url"
   OUTPOST_ENROL_TOKEN=$token "$node_bin" -e '
-    const [url, deviceId, arch, version, out] = process.argv.slice(1);
+    const [cp, deviceId, arch, version, out] = process.argv.slice(1);
+    const url = `${cp}/v1/enrol`;
     (async () => {
       let res;
       try {
@@ -122,24 +148,32 @@ if [ "$enrol" = 1 ] && [ "$enrolled" = 0 ]; then
         process.exit(1);
       }
       const text = await res.text();
-      if (!res.ok) { console.error(`enrolment refused: HTTP ${res.status} ${text.slice(0, 300)}`); process.exit(1); }
-      const body = JSON.parse(text);
-      if (typeof body.credential !== "string") { console.error("enrolment answer has no credential"); process.exit(1); }
-      const url0 = new URL(url); url0.pathname = "/";
-      require("fs").writeFileSync(out, JSON.stringify({ deviceId: body.deviceId ?? deviceId,
-        credential: body.credential, controlPlane: url0.origin, enrolledAt: new Date().toISOString() }, null, 2) + "\n",
-        { mode: 0o640 });
+      if (res.status !== 201) { console.error(`enrolment refused: HTTP ${res.status} ${text.slice(0, 300)}`); process.exit(1); }
+      let body;
+      try { body = JSON.parse(text); } catch { body = {}; }
+      if (typeof body.credential !== "string" || body.deviceId !== deviceId) {
+        console.error(`enrolment answer is not {deviceId: "${deviceId}", credential}: ${text.slice(0, 300)}`);
+        process.exit(1);
+      }
+      // The agent reads exactly this shape; url is the base its sync client talks to.
+      require("fs").writeFileSync(out, JSON.stringify({ deviceId, credential: body.credential, url: cp }) + "\n",
+        { mode: 0o600 });
     })();
-  ' "$cp_url$enrol_path" "$device_id" "$arch" "$version" "$work/device.json" || die "enrolment failed; nothing was installed"
-  # Kept at once: the control plane now knows this device, and a failure further down must
-  # not lose the only copy of its credential.
-  install -d -m 0750 "$etc"
-  install -m 0640 "$work/device.json" "$etc/device.json"
-  say "enrolled as $device_id; credential in /etc/outpost/device.json"
+  ' "$cp_url" "$device_id" "$arch" "$version" "$work/credential.json" || die "enrolment failed; nothing was installed"
+  # Kept at once: the control plane now knows this device and the token is spent, so a
+  # failure further down must not lose the only copy of its credential.
+  install -d -m 0750 "$data"
+  install -d -m 0700 "$data/sync"
+  install -m 0600 "$work/credential.json" "$cred.new"
+  mv "$cred.new" "$cred"
+  enrolled=1
+  say "enrolled as $device_id; credential in /var/lib/outpost/sync/credential.json"
 elif [ "$enrolled" = 1 ]; then
-  say "already enrolled (/etc/outpost/device.json); kept"
+  say "already enrolled as $device_id (/var/lib/outpost/sync/credential.json); kept"
+elif [ -n "$cp_url" ] && [ -n "$token" ]; then
+  say "enrolment deferred (--no-enrol): the agent enrols with sync.enrolmentToken on its first start"
 else
-  say "enrolment skipped (--no-enrol)"
+  say "enrolment skipped (--no-enrol): sync stays off; enrol later by running this again with --control-plane URL --token TOKEN"
 fi
 
 # --- user and directories -----------------------------------------------------------------
@@ -165,8 +199,14 @@ own() {
 install -d -m 0755 "$R/opt/outpost/releases" "$R/etc/systemd/system" "$R/usr/local/bin"
 install -d -m 0750 "$etc"
 own "0:$gid" "$etc"
-install -d -m 0750 "$R/var/lib/outpost"
-own "$uid:$gid" "$R/var/lib/outpost"
+install -d -m 0750 "$data"
+own "$uid:$gid" "$data"
+if [ -f "$cred" ]; then
+  # The agent (user outpost) reads and rewrites it; nobody else needs it.
+  chmod 0700 "$data/sync"
+  chmod 0600 "$cred"
+  own "$uid:$gid" "$data/sync" "$cred"
+fi
 
 release="$R/opt/outpost/releases/$version"
 rm -rf "$release.new" "$release.unpack"
@@ -196,27 +236,44 @@ if [ -n "$root_json" ]; then
   mv "$etc/root.json.new" "$etc/root.json"
   say "pinned TUF root at /etc/outpost/root.json"
 fi
-if [ ! -f "$etc/agent.json" ]; then
-  "$node_bin" -e '
-    const [file, deviceId, cp] = process.argv.slice(1);
-    const config = { deviceId, dataDir: "/var/lib/outpost", log: { level: "info" },
-      http: { host: "127.0.0.1", port: 8470 }, uplink: { url: "mqtt://127.0.0.1:1883" } };
-    if (cp) config.controlPlane = { url: cp };
-    require("fs").writeFileSync(file, JSON.stringify(config, null, 2) + "\n", { mode: 0o640 });
-  ' "$etc/agent.json" "$device_id" "$cp_url"
-  own "0:$gid" "$etc/agent.json"
-  say "wrote /etc/outpost/agent.json (edit it: broker URL, TLS, sensors)"
-else
-  say "kept the existing /etc/outpost/agent.json"
-fi
+# Sync (and with it signed updates from the control plane) goes on when the device holds a
+# credential, or will get one: --no-enrol with a token leaves it to the agent's first start.
+sync=0
+if [ -n "$cp_url" ] && { [ "$enrolled" = 1 ] || [ -n "$token" ]; }; then sync=1; fi
+[ "$enrolled" = 1 ] && sync_token='' || sync_token=$token
+wrote=$(OUTPOST_ENROL_TOKEN=$sync_token "$node_bin" -e '
+  const fs = require("fs");
+  const [file, deviceId, cp, sync] = process.argv.slice(1);
+  const token = process.env.OUTPOST_ENROL_TOKEN;
+  const existed = fs.existsSync(file);
+  const config = existed ? JSON.parse(fs.readFileSync(file, "utf8"))
+    : { deviceId, dataDir: "/var/lib/outpost", log: { level: "info" },
+        http: { host: "127.0.0.1", port: 8470 }, uplink: { url: "mqtt://127.0.0.1:1883" } };
+  let changed = !existed;
+  // An operator-written config is only added to, never rewritten: a sync section present
+  // (even disabled) is theirs.
+  if (cp && config.controlPlane === undefined) { config.controlPlane = { url: cp }; changed = true; }
+  if (sync === "1" && config.sync === undefined) {
+    config.sync = { enabled: true, url: cp, ...(token ? { enrolmentToken: token } : {}) };
+    // The control plane serves the TUF repository and the director; sync.url implies both.
+    config.updates ??= { enabled: true, pinnedRoot: "/etc/outpost/root.json" };
+    changed = true;
+  }
+  if (changed) {
+    fs.writeFileSync(`${file}.new`, JSON.stringify(config, null, 2) + "\n", { mode: 0o640 });
+    fs.renameSync(`${file}.new`, file);
+  }
+  console.log(!existed ? "new" : changed ? "added" : "kept");
+' "$etc/agent.json" "$device_id" "$cp_url" "$sync") || die "cannot write $etc/agent.json"
+[ "$wrote" = kept ] || own "0:$gid" "$etc/agent.json"
+case "$wrote" in
+  new) say "wrote /etc/outpost/agent.json (edit it: broker URL, TLS, sensors)" ;;
+  added) say "added the control plane (sync, updates) to the existing /etc/outpost/agent.json" ;;
+  *) say "kept the existing /etc/outpost/agent.json" ;;
+esac
 if [ ! -f "$etc/agent.env" ]; then
   install -m 0640 "$release/deploy/config/agent.env.example" "$etc/agent.env"
   own "0:$gid" "$etc/agent.env"
-fi
-
-if [ -f "$etc/device.json" ]; then
-  chmod 0640 "$etc/device.json"
-  own "0:$gid" "$etc/device.json"
 fi
 
 cat > "$R/usr/local/bin/outpost-agent.new" <<WRAPPER

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Removes the Outpost agent: the service, /opt/outpost and the CLI wrapper.
-# Keeps /var/lib/outpost (outbox, installed models, trust metadata) and /etc/outpost (config,
-# device credential, pinned root) so a reinstall carries on where it stopped, unless --purge,
-# which also removes both and the outpost user.
+# Keeps /var/lib/outpost (outbox, installed models, trust metadata, the device credential in
+# sync/credential.json) and /etc/outpost (config, pinned root) so a reinstall carries on where
+# it stopped, enrolled as before, unless --purge, which also removes both (the credential with
+# them: the device must then be enrolled again with a new token) and the outpost user.
 #
 #   uninstall.sh [--purge] [--root DIR]
 set -eu
@@ -16,7 +17,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --purge) purge=1; shift ;;
     --root) root=$2; shift 2 ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done

@@ -10,12 +10,13 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer, type Server } from 'node:http';
 import { arch } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { DoctorReport } from '../agent/doctor.ts';
+import { readCredential } from '../agent/sync/credentials.ts';
 import { ROOT } from './fixtures/agent-process.ts';
+import { startControlPlane, type TestControlPlane } from './helpers/cloud.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 interface Run {
@@ -48,10 +49,9 @@ function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}): Prom
  * What is simulated, and why: the test must not add a user to the machine it runs on, so
  * `useradd`/`userdel` on PATH are small scripts that edit <root>/etc/passwd and /etc/group the
  * way `useradd --root` would, and log their arguments; `uname` is faked only in the test of the
- * architecture refusal. The control plane's enrolment route is a local HTTP endpoint speaking
- * the enrolment contract (POST {token, deviceId, arch, agentVersion} → {deviceId, credential}).
- * Everything else is real: the package built by `npm run package`, the shell scripts, the
- * installed agent running its doctor.
+ * architecture refusal. Everything else is real: the package built by `npm run package`, the
+ * shell scripts, the control plane (enrolment tokens from its admin API, enrolment at
+ * POST /v1/enrol), the installed agent running its doctor on the installed config.
  */
 function fakeBin(): string {
   const bin = tempDir('fakebin');
@@ -90,12 +90,18 @@ function fakeRoot(): string {
 
 const mode = (p: string) => (statSync(p).mode & 0o777).toString(8);
 
+interface DeviceListing {
+  id: string;
+  arch: string | null;
+  agentVersion: string | null;
+  tags: Record<string, string>;
+}
+
 describe('install.sh and uninstall.sh into a throwaway root', () => {
   let pkg: string;
   let bin: string;
-  let server: Server;
+  let t: TestControlPlane;
   let cpUrl: string;
-  const enrolments: Array<Record<string, unknown>> = [];
   const rootJson = join(tempDir('trust'), 'root.json');
   const otherRootJson = join(dirname(rootJson), 'other-root.json');
 
@@ -109,38 +115,26 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
     bin = fakeBin();
     writeFileSync(rootJson, JSON.stringify({ signed: { _type: 'root', version: 1 }, signatures: [] }));
     writeFileSync(otherRootJson, JSON.stringify({ signed: { _type: 'root', version: 2 }, signatures: [] }));
-    server = createServer((req, res) => {
-      let body = '';
-      req.on('data', (d: Buffer) => {
-        body += d.toString();
-      });
-      req.on('end', () => {
-        const parsed = JSON.parse(body) as Record<string, unknown>;
-        enrolments.push({ url: req.url, ...parsed });
-        if (req.method !== 'POST' || req.url !== '/v1/devices/enrol' || parsed.token !== 'oet_good') {
-          res
-            .writeHead(401, { 'content-type': 'application/json' })
-            .end('{"error":"enrolment token unknown"}');
-          return;
-        }
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ deviceId: parsed.deviceId, credential: 'odc_secret_credential' }));
-      });
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    cpUrl = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    t = await startControlPlane();
+    cpUrl = t.cp.url.replace(/\/$/, '');
   });
-  after(() => {
-    server?.close();
+  after(async () => {
+    await t?.stop();
   });
 
+  const newToken = async (tags: Record<string, string> = {}) =>
+    (await t.client.post<{ token: string }>('/v1/admin/enrolment-tokens', { tags })).token;
+  const devices = () => t.client.get<DeviceListing[]>('/v1/admin/devices');
   const install = (root: string, args: string[], env: NodeJS.ProcessEnv = {}) =>
     run('sh', ['deploy/install.sh', '--root', root, '--package', pkg, '--node', process.execPath, ...args], {
       PATH: `${bin}:${process.env.PATH}`,
       ...env,
     });
+  const readConfig = (root: string) =>
+    JSON.parse(readFileSync(join(root, 'etc/outpost/agent.json'), 'utf8')) as Record<string, unknown>;
+  const credentialFile = (root: string) => join(root, 'var/lib/outpost/sync/credential.json');
 
-  test('refuses clearly: unsupported machine, no pinned root, enrolment without token or control plane', async () => {
+  test('refuses clearly: unsupported machine, no pinned root, enrolment without token, unreachable or refusing control plane', async () => {
     const root = fakeRoot();
     const unameBin = tempDir('uname');
     writeFileSync(join(unameBin, 'uname'), '#!/bin/sh\n[ "$1" = -m ] && echo armv7l || /bin/uname "$@"\n');
@@ -160,33 +154,38 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
       '--control-plane',
       'http://127.0.0.1:9',
       '--token',
-      'oet_good',
+      await newToken(),
     ]);
     assert.equal(down.code, 1);
-    assert.match(down.stderr, /cannot reach http:\/\/127\.0\.0\.1:9\/v1\/devices\/enrol: .*pass --no-enrol/);
+    assert.match(down.stderr, /cannot reach http:\/\/127\.0\.0\.1:9\/v1\/enrol: .*pass --no-enrol/);
     const refused = await install(root, [
       '--root-json',
       rootJson,
       '--control-plane',
       cpUrl,
       '--token',
-      'oet_bad',
+      'oet_not_a_token',
     ]);
-    assert.match(refused.stderr, /enrolment refused: HTTP 401/);
-    assert.ok(!existsSync(join(root, 'etc/outpost/device.json')));
+    assert.equal(refused.code, 1);
+    assert.match(
+      refused.stderr,
+      /enrolment refused: HTTP 401 .*enrolment token unknown, expired or already used/,
+    );
+    assert.deepEqual(await devices(), [], 'the control plane enrolled nothing');
     assert.deepEqual(readdirSync(root), ['etc'], 'nothing was installed');
     assert.deepEqual(readdirSync(join(root, 'etc')).sort(), ['group', 'passwd']);
   });
 
-  test('installs, enrols, runs, is idempotent, and uninstalls keeping data unless --purge', async () => {
+  test('installs, enrols with the control plane, runs, is idempotent, and uninstalls keeping data unless --purge', async () => {
     const root = fakeRoot();
+    const token = await newToken({ site: 'plant-3' });
     const first = await install(root, [
       '--root-json',
       rootJson,
       '--control-plane',
       cpUrl,
       '--token',
-      'oet_good',
+      token,
       '--device-id',
       'press-7',
     ]);
@@ -201,26 +200,57 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
     const data = statSync(join(root, 'var/lib/outpost'));
     assert.equal((data.mode & 0o777).toString(8), '750');
     assert.equal(data.uid, 999, 'owned by the outpost user created in the root');
-    const config = JSON.parse(readFileSync(join(root, 'etc/outpost/agent.json'), 'utf8')) as Record<
-      string,
-      unknown
-    >;
+    const config = readConfig(root);
     assert.equal(config.deviceId, 'press-7');
     assert.deepEqual(config.controlPlane, { url: cpUrl });
+    assert.deepEqual(config.sync, { enabled: true, url: cpUrl });
+    assert.deepEqual(config.updates, { enabled: true, pinnedRoot: '/etc/outpost/root.json' });
     assert.equal(mode(join(root, 'etc/outpost/agent.json')), '640');
-    const device = JSON.parse(readFileSync(join(root, 'etc/outpost/device.json'), 'utf8')) as Record<
-      string,
-      unknown
-    >;
-    assert.equal(device.credential, 'odc_secret_credential');
-    assert.equal(mode(join(root, 'etc/outpost/device.json')), '640');
-    assert.deepEqual(enrolments.at(-1), {
-      url: '/v1/devices/enrol',
-      token: 'oet_good',
-      deviceId: 'press-7',
-      arch: arch(),
-      agentVersion: '0.1.0',
+
+    // The credential is where and how the agent's sync client reads it.
+    const credPath = credentialFile(root);
+    assert.equal(mode(credPath), '600');
+    assert.equal(statSync(credPath).uid, 999);
+    assert.equal(mode(dirname(credPath)), '700');
+    assert.equal(statSync(dirname(credPath)).uid, 999);
+    const cred = readCredential(credPath);
+    assert.ok(cred, 'the agent reads the credential');
+    assert.equal(cred.deviceId, 'press-7');
+    assert.equal(cred.url, cpUrl);
+    assert.match(cred.credential, /^odc_/);
+    assert.deepEqual(Object.keys(JSON.parse(readFileSync(credPath, 'utf8'))).sort(), [
+      'credential',
+      'deviceId',
+      'url',
+    ]);
+
+    // The control plane knows the device, accepts the credential, and the token is spent.
+    assert.deepEqual(
+      (await devices()).map((d) => ({ id: d.id, arch: d.arch, agentVersion: d.agentVersion, tags: d.tags })),
+      [{ id: 'press-7', arch: arch(), agentVersion: '0.1.0', tags: { site: 'plant-3' } }],
+    );
+    const beat = await fetch(`${cpUrl}/v1/devices/press-7/heartbeat`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${cred.credential}` },
     });
+    assert.equal(beat.status, 204);
+    const again = await install(fakeRoot(), [
+      '--root-json',
+      rootJson,
+      '--control-plane',
+      cpUrl,
+      '--token',
+      token,
+      '--device-id',
+      'press-8',
+    ]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /enrolment refused: HTTP 401 .*already used/);
+    assert.deepEqual(
+      (await devices()).map((d) => d.id),
+      ['press-7'],
+    );
+
     const unit = readFileSync(join(root, 'etc/systemd/system/outpost-agent.service'), 'utf8');
     assert.match(
       unit,
@@ -231,25 +261,29 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
       new RegExp(`^useradd --root ${root} --system`),
     );
 
-    // The installed package runs on its own: its doctor loads onnxruntime from the package.
-    const cfg = join(root, 'doctor.json');
-    writeFileSync(
-      cfg,
-      JSON.stringify({ dataDir: join(root, 'var/lib/outpost'), uplink: { enabled: false } }),
+    // The installed package runs on its own against the installed config (its absolute paths
+    // moved into the test root by environment overrides): the config validates, onnxruntime
+    // loads from the package, and the control plane answers.
+    const doctor = await run(
+      process.execPath,
+      [
+        join(root, 'opt/outpost/current/dist/agent/cli.js'),
+        'doctor',
+        '--config',
+        join(root, 'etc/outpost/agent.json'),
+        '--json',
+      ],
+      {
+        OUTPOST_DATA_DIR: join(root, 'var/lib/outpost'),
+        OUTPOST_UPDATES__PINNED_ROOT: join(root, 'etc/outpost/root.json'),
+        OUTPOST_UPLINK__ENABLED: 'false',
+      },
     );
-    const doctor = await run(process.execPath, [
-      join(root, 'opt/outpost/current/dist/agent/cli.js'),
-      'doctor',
-      '--config',
-      cfg,
-      '--json',
-    ]);
     const report = JSON.parse(doctor.stdout) as DoctorReport;
-    assert.equal(
-      report.checks.find((c) => c.name === 'onnxruntime')?.state,
-      'pass',
-      doctor.stdout + doctor.stderr,
-    );
+    const state = (name: string) => report.checks.find((c) => c.name === name)?.state;
+    assert.equal(state('config'), 'pass', doctor.stdout + doctor.stderr);
+    assert.equal(state('onnxruntime'), 'pass', doctor.stdout + doctor.stderr);
+    assert.equal(state('control-plane'), 'pass', doctor.stdout + doctor.stderr);
     // The wrapper names the real /opt path (it is for the device, not for the test root).
     const wrapper = readFileSync(join(root, 'usr/local/bin/outpost-agent'), 'utf8');
     assert.ok(
@@ -258,25 +292,30 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
     );
     assert.equal(mode(join(root, 'usr/local/bin/outpost-agent')), '755');
 
-    // Idempotent: an operator's edits, the enrolment and the user survive a second run.
+    // Idempotent: an operator's edits, the enrolment and the user survive a second run that
+    // has no token: the credential file is the enrolment.
     writeFileSync(
       join(root, 'etc/outpost/agent.json'),
       JSON.stringify({ ...config, log: { level: 'debug' } }),
     );
     writeFileSync(join(root, 'var/lib/outpost/outbox.db'), 'precious');
-    const calls = enrolments.length;
-    const second = await install(root, ['--root-json', rootJson]);
+    const credText = readFileSync(credPath, 'utf8');
+    const second = await install(root, ['--root-json', rootJson, '--control-plane', cpUrl]);
     assert.equal(second.code, 0, second.stderr);
-    assert.match(second.stdout, /already enrolled/);
-    assert.equal(enrolments.length, calls, 'no second enrolment');
+    assert.match(second.stdout, /already enrolled as press-7/);
+    assert.equal(readFileSync(credPath, 'utf8'), credText);
+    assert.equal((await devices()).length, 1, 'no second enrolment');
     assert.match(readFileSync(join(root, 'etc/outpost/agent.json'), 'utf8'), /"debug"/);
     assert.equal(readFileSync(join(root, 'useradd.log'), 'utf8').split('\n').filter(Boolean).length, 1);
     assert.deepEqual(readdirSync(join(root, 'opt/outpost/releases')), ['0.1.0']);
+    const otherId = await install(root, ['--root-json', rootJson, '--device-id', 'press-9']);
+    assert.equal(otherId.code, 1);
+    assert.match(otherId.stderr, /already enrolled as press-7 .*--device-id press-9 would not match/);
     const swap = await install(root, ['--root-json', otherRootJson]);
     assert.equal(swap.code, 1);
     assert.match(swap.stderr, /root\.json exists and differs .* --replace-root/);
 
-    // Uninstall keeps data and config; --purge removes them and the user.
+    // Uninstall keeps data, config and the credential; --purge removes them and the user.
     const un = await run('sh', ['deploy/uninstall.sh', '--root', root], {
       PATH: `${bin}:${process.env.PATH}`,
     });
@@ -285,13 +324,78 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
     assert.ok(!existsSync(join(root, 'etc/systemd/system/outpost-agent.service')));
     assert.ok(!existsSync(join(root, 'usr/local/bin/outpost-agent')));
     assert.equal(readFileSync(join(root, 'var/lib/outpost/outbox.db'), 'utf8'), 'precious');
-    assert.ok(existsSync(join(root, 'etc/outpost/device.json')));
+    assert.equal(readFileSync(credPath, 'utf8'), credText);
+    assert.ok(existsSync(join(root, 'etc/outpost/agent.json')));
     const purge = await run('sh', ['deploy/uninstall.sh', '--root', root, '--purge'], {
       PATH: `${bin}:${process.env.PATH}`,
     });
     assert.equal(purge.code, 0, purge.stderr);
+    assert.ok(!existsSync(credPath));
     assert.ok(!existsSync(join(root, 'var/lib/outpost')));
     assert.ok(!existsSync(join(root, 'etc/outpost')));
     assert.doesNotMatch(readFileSync(join(root, 'etc/passwd'), 'utf8'), /^outpost:/m);
+  });
+
+  test('--no-enrol: a given token goes into the config for the first start; without one sync stays off until a later run enrols', async () => {
+    const deferred = fakeRoot();
+    const token = await newToken();
+    const withToken = await install(deferred, [
+      '--root-json',
+      rootJson,
+      '--control-plane',
+      cpUrl,
+      '--token',
+      token,
+      '--device-id',
+      'lathe-1',
+      '--no-enrol',
+    ]);
+    assert.equal(withToken.code, 0, withToken.stderr + withToken.stdout);
+    assert.match(withToken.stdout, /the agent enrols with sync\.enrolmentToken on its first start/);
+    assert.deepEqual(readConfig(deferred).sync, { enabled: true, url: cpUrl, enrolmentToken: token });
+    assert.deepEqual(readConfig(deferred).updates, { enabled: true, pinnedRoot: '/etc/outpost/root.json' });
+    assert.ok(!existsSync(credentialFile(deferred)));
+    assert.deepEqual(
+      (await devices()).filter((d) => d.id === 'lathe-1'),
+      [],
+      'the token is not spent by the installer',
+    );
+
+    const later = fakeRoot();
+    const noToken = await install(later, [
+      '--root-json',
+      rootJson,
+      '--control-plane',
+      cpUrl,
+      '--device-id',
+      'lathe-2',
+      '--no-enrol',
+    ]);
+    assert.equal(noToken.code, 0, noToken.stderr + noToken.stdout);
+    assert.match(
+      noToken.stdout,
+      /sync stays off; enrol later by running this again with --control-plane URL --token TOKEN/,
+    );
+    const off = readConfig(later);
+    assert.equal(off.sync, undefined);
+    assert.equal(off.updates, undefined);
+    assert.deepEqual(off.controlPlane, { url: cpUrl });
+    assert.ok(!existsSync(credentialFile(later)));
+
+    // Running it again with a token enrols and adds sync and updates to the kept config.
+    const enrolNow = await install(later, [
+      '--root-json',
+      rootJson,
+      '--control-plane',
+      cpUrl,
+      '--token',
+      token,
+    ]);
+    assert.equal(enrolNow.code, 0, enrolNow.stderr + enrolNow.stdout);
+    assert.match(enrolNow.stdout, /added the control plane \(sync, updates\)/);
+    assert.deepEqual(readConfig(later).sync, { enabled: true, url: cpUrl });
+    assert.deepEqual(readConfig(later).updates, { enabled: true, pinnedRoot: '/etc/outpost/root.json' });
+    assert.equal(readCredential(credentialFile(later))?.deviceId, 'lathe-2');
+    assert.ok((await devices()).some((d) => d.id === 'lathe-2'));
   });
 });
