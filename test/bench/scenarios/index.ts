@@ -3,6 +3,8 @@ import { batching } from './batching.ts';
 import { healthUnderLoad } from './health-under-load.ts';
 import { hotSwapRss } from './hot-swap-rss.ts';
 import { idleRss } from './idle-rss.ts';
+import { pipelineLatency } from './pipeline-latency.ts';
+import { pipelineThroughput } from './pipeline-throughput.ts';
 import { sessionRun } from './session-run.ts';
 import { startup } from './startup.ts';
 import { v2Infer } from './v2-infer.ts';
@@ -16,4 +18,6 @@ export const scenarios: readonly Scenario[] = [
   v2Infer,
   batching,
   healthUnderLoad,
+  pipelineThroughput,
+  pipelineLatency,
 ];
