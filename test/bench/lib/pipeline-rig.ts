@@ -13,6 +13,20 @@ export const DEVICE = 'bench';
 export const MODEL = 'linear-regression';
 /** Publishes awaiting PUBACK in the agent's uplink: the schema's maximum (the default is 100). */
 export const UPLINK_INFLIGHT = 1000;
+/** A prediction envelope of the linear pipeline's size, for messages written straight into an outbox. */
+export const PREDICTION_PAYLOAD = Buffer.from(
+  JSON.stringify({
+    v: 1,
+    id: '01JBENCH0000000000000000000',
+    deviceId: DEVICE,
+    bootId: 'c16cf2ff-0aa8-429a-9fae-a637731db0d3',
+    seq: 1,
+    ts: '2026-11-29T23:50:23.569Z',
+    type: 'prediction',
+    model: { name: MODEL, version: '1.0.0', sha256: 'a'.repeat(64) },
+    body: { key: 's1', values: [12345.25] },
+  }),
+);
 const AGENT_SENSORS = 'bench/sensors/agent';
 const RELAY_SENSORS = 'bench/sensors/relay';
 const RELAY_OUT = 'bench/relay/out';

@@ -1,8 +1,10 @@
 import type { Scenario } from '../lib/scenario.ts';
+import { backlogDrain } from './backlog-drain.ts';
 import { batching } from './batching.ts';
 import { healthUnderLoad } from './health-under-load.ts';
 import { hotSwapRss } from './hot-swap-rss.ts';
 import { idleRss } from './idle-rss.ts';
+import { outboxEnqueue } from './outbox-enqueue.ts';
 import { pipelineLatency } from './pipeline-latency.ts';
 import { pipelineThroughput } from './pipeline-throughput.ts';
 import { sessionRun } from './session-run.ts';
@@ -20,4 +22,6 @@ export const scenarios: readonly Scenario[] = [
   healthUnderLoad,
   pipelineThroughput,
   pipelineLatency,
+  outboxEnqueue,
+  backlogDrain,
 ];
