@@ -3,8 +3,11 @@ import { PIPELINE_SETUP, startPipelineRig } from '../lib/pipeline-rig.ts';
 import type { Scenario } from '../lib/scenario.ts';
 import { interleaved, mean } from '../lib/stable.ts';
 
-/** Readings in the pipe at once: enough to keep the outbox batching and the uplink window busy. */
-const OUTSTANDING = 500;
+/**
+ * Readings in the pipe at once: enough to keep batching, the outbox and the uplink window busy,
+ * and below runtime.queueLimit (1024), beyond which the pipeline's inferences are refused.
+ */
+const OUTSTANDING = 1_000;
 
 function sum(results: ThroughputResult[]): { throughput: number; lost: number } {
   return { throughput: mean(results.map((r) => r.throughput)), lost: results.reduce((a, r) => a + r.lost, 0) };
@@ -39,11 +42,11 @@ export const pipelineThroughput: Scenario = {
     const relay = sum(result.last[1] ?? []);
     const status = (await rig.agent.command('status')).status as {
       outbox: { enqueued: number; sent: number; rows: number };
-      pipelines?: unknown;
+      pipelines: Record<string, { errors: number; droppedBuffer: number }>;
     };
     ctx.log(
       `agent ${agent.throughput.toFixed(0)}/s, relay ${relay.throughput.toFixed(0)}/s, ` +
-        `windows ${result.windows}, status ${JSON.stringify(status)}`,
+        `windows ${result.windows}, outbox ${JSON.stringify(status.outbox)}, pipelines ${JSON.stringify(status.pipelines)}`,
     );
     const lostNote =
       agent.lost + relay.lost > 0
