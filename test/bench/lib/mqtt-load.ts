@@ -94,7 +94,12 @@ export function closedLoopMqtt(
       const done = () => {
         clearTimeout(timer);
         path.cloud.route(path.outTopic, undefined);
-        resolve({ arrived: inWindow, elapsedMs, throughput: (inWindow / elapsedMs) * 1000, lost: sent - arrived });
+        resolve({
+          arrived: inWindow,
+          elapsedMs,
+          throughput: (inWindow / elapsedMs) * 1000,
+          lost: sent - arrived,
+        });
       };
       const timer = setTimeout(done, drainMs);
       finish = done;

@@ -5,7 +5,13 @@ import { Outbox } from '../../../agent/outbox/outbox.ts';
 import { topics } from '../../../shared/topics.ts';
 import { startBroker } from '../../helpers/broker.ts';
 import { CloudSubscriber } from '../lib/mqtt-load.ts';
-import { DEVICE, MODEL, PREDICTION_PAYLOAD, pipelineAgentConfig, UPLINK_INFLIGHT } from '../lib/pipeline-rig.ts';
+import {
+  DEVICE,
+  MODEL,
+  PREDICTION_PAYLOAD,
+  pipelineAgentConfig,
+  UPLINK_INFLIGHT,
+} from '../lib/pipeline-rig.ts';
 import type { Scenario } from '../lib/scenario.ts';
 import { startAgent, startFixture } from '../lib/subjects.ts';
 
@@ -59,7 +65,9 @@ async function fillOutbox(path: string, count: number): Promise<void> {
     for (let n = 0; n < count; ) {
       const burst: Array<Promise<void>> = [];
       for (let i = 0; i < 4_096 && n < count; i++, n++)
-        burst.push(outbox.enqueue({ id: `m${n}`, topic, payload: PREDICTION_PAYLOAD, lane: 'prediction', qos: 1 }));
+        burst.push(
+          outbox.enqueue({ id: `m${n}`, topic, payload: PREDICTION_PAYLOAD, lane: 'prediction', qos: 1 }),
+        );
       await Promise.all(burst);
     }
   } finally {
@@ -98,7 +106,9 @@ export const backlogDrain: Scenario = {
     const config = pipelineAgentConfig(ctx, 'agent', broker.url, []);
     const fillStarted = performance.now();
     await fillOutbox(join(String(config.dataDir), 'outbox.db'), count);
-    ctx.log(`filled the outbox with ${count} messages in ${((performance.now() - fillStarted) / 1000).toFixed(1)} s`);
+    ctx.log(
+      `filled the outbox with ${count} messages in ${((performance.now() - fillStarted) / 1000).toFixed(1)} s`,
+    );
     const configPath = join(ctx.tmpDir, 'agent.json');
     await writeFile(configPath, JSON.stringify(config));
     const agentArrivals = drainAt(cloud, topics.pred(DEVICE, MODEL), count, timeoutMs);
@@ -117,7 +127,8 @@ export const backlogDrain: Scenario = {
         `raw ${baseline.received}/${count} in ${baseline.ms.toFixed(0)} ms (${baseline.rate.toFixed(0)}/s)`,
     );
     const problems: string[] = [];
-    if (drained.received < count) problems.push(`only ${drained.received} of ${count} reached the subscriber`);
+    if (drained.received < count)
+      problems.push(`only ${drained.received} of ${count} reached the subscriber`);
     if (baseline.received < count) problems.push(`baseline: only ${baseline.received} of ${count} arrived`);
     if (rows !== 0) problems.push(`${rows} rows still in the outbox afterwards`);
     ctx.record({

@@ -46,7 +46,8 @@ function rawSqlite(path: string) {
   );
   const commit = db.transaction((from: number) => {
     const now = Date.now();
-    for (let i = 0; i < BATCH; i++) insert.run(`m${from + i}`, 1, TOPIC, PAYLOAD, 1, 0, 'boot', now, now + 1e9, null);
+    for (let i = 0; i < BATCH; i++)
+      insert.run(`m${from + i}`, 1, TOPIC, PAYLOAD, 1, 0, 'boot', now, now + 1e9, null);
   });
   let n = 0;
   return {
@@ -90,7 +91,9 @@ export const outboxEnqueue: Scenario = {
     outbox.start();
     ctx.defer(() => outbox.stop());
     const raw = rawSqlite(join(ctx.tmpDir, 'raw.db'));
-    ctx.defer(() => raw.db.close());
+    ctx.defer(() => {
+      raw.db.close();
+    });
     const counter = { n: 0 };
     const windowMs = ctx.quick ? 300 : 1_000;
     const result = await interleaved(
@@ -110,7 +113,8 @@ export const outboxEnqueue: Scenario = {
       },
     );
     const stats = outbox.stats();
-    if (stats.rows !== counter.n) throw new Error(`outbox holds ${stats.rows} rows after ${counter.n} enqueues`);
+    if (stats.rows !== counter.n)
+      throw new Error(`outbox holds ${stats.rows} rows after ${counter.n} enqueues`);
     const value = mean((result.last[0] ?? []).map((w) => w.throughput));
     const baseline = mean((result.last[1] ?? []).map((w) => w.throughput));
     ctx.log(`outbox ${value.toFixed(0)}/s, raw ${baseline.toFixed(0)}/s, ${stats.rows} rows`);

@@ -24,7 +24,7 @@ export const pipelineLatency: Scenario = {
     'read from the last three windows of each side together.',
   async run(ctx) {
     const rig = await startPipelineRig(ctx);
-    const windowMs = ctx.quick ? 700 : 5_000;
+    const windowMs = ctx.quick ? 500 : 5_000;
     const sides = [
       { name: 'agent', path: rig.agentPath, readingOf: rig.agentReading },
       { name: 'relay', path: rig.relayPath, readingOf: rig.relayReading },
@@ -38,7 +38,8 @@ export const pipelineLatency: Scenario = {
         maxWindows: ctx.quick ? ctx.maxWindows : 6,
         warmup: async (name) => {
           const side = sides.find((s) => s.name === name);
-          if (side !== undefined) await openLoopMqtt(side.path, RATE, ctx.quick ? 300 : 2_000, side.readingOf);
+          if (side !== undefined)
+            await openLoopMqtt(side.path, RATE, ctx.quick ? 200 : 2_000, side.readingOf);
         },
       },
     );
