@@ -9,7 +9,7 @@ import { interleaved, mean } from '../lib/stable.ts';
  */
 const OUTSTANDING = 1_000;
 
-function sum(results: ThroughputResult[]): { throughput: number; lost: number } {
+function summarize(results: ThroughputResult[]): { throughput: number; lost: number } {
   return {
     throughput: mean(results.map((r) => r.throughput)),
     lost: results.reduce((a, r) => a + r.lost, 0),
@@ -45,8 +45,8 @@ export const pipelineThroughput: Scenario = {
         },
       },
     );
-    const agent = sum(result.last[0] ?? []);
-    const relay = sum(result.last[1] ?? []);
+    const agent = summarize(result.last[0] ?? []);
+    const relay = summarize(result.last[1] ?? []);
     const status = (await rig.agent.command('status')).status as {
       outbox: { enqueued: number; sent: number; rows: number };
       pipelines: Record<string, { errors: number; droppedBuffer: number }>;
@@ -55,10 +55,12 @@ export const pipelineThroughput: Scenario = {
       `agent ${agent.throughput.toFixed(0)}/s, relay ${relay.throughput.toFixed(0)}/s, ` +
         `windows ${result.windows}, outbox ${JSON.stringify(status.outbox)}, pipelines ${JSON.stringify(status.pipelines)}`,
     );
+    const failed = Object.values(status.pipelines).reduce((a, p) => a + p.errors + p.droppedBuffer, 0);
     const lostNote =
-      agent.lost + relay.lost > 0
+      (failed > 0 ? `; windows the pipeline failed or dropped: ${failed}` : '') +
+      (agent.lost + relay.lost > 0
         ? `; readings without a result within 5 s of a window's end: agent ${agent.lost}, relay ${relay.lost}`
-        : '';
+        : '');
     const note = `${outstanding} readings outstanding, windows of ${windowMs} ms, ${result.windows} per side; outbox after the run: enqueued ${status.outbox.enqueued}, sent ${status.outbox.sent}, rows ${status.outbox.rows}${lostNote}`;
     ctx.record({
       metric: 'predictions/s at the cloud subscriber',
