@@ -121,6 +121,10 @@ test('npm run bench -- --quick runs every scenario and writes latest.json and la
     'startup/start to ready',
     'batching/mlp-classifier c=64 throughput',
     'health-under-load//v2/health/live p99',
+    'pipeline-throughput/predictions/s at the cloud subscriber',
+    'pipeline-throughput/predictions/s vs the raw relay',
+    'outbox-enqueue/enqueue rate',
+    'backlog-drain/20,000-message backlog drain rate',
   ]) {
     assert.ok(
       withTargets.some((t) => t.startsWith(expected)),
