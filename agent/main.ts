@@ -200,7 +200,8 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     publisher,
     bus,
     log: log.child({ component: 'pipeline' }),
-    bufferLimit: config.sensors.bufferLimit,
+    // Windows in flight beyond the model's request queue would only be refused by it.
+    bufferLimit: Math.min(config.sensors.bufferLimit, config.runtime.queueLimit),
     logIntervalMs: config.sensors.malformedLogIntervalMs,
   });
   const makeUpdater = (token: string | undefined) =>

@@ -215,7 +215,10 @@ export class PipelineRunner {
       if (event !== undefined) this.counters.events++;
       return true;
     } catch (err) {
-      this.counters.errors++;
+      // A full inference queue is back-pressure, not a fault: the window is dropped and counted
+      // like one the pipeline's own buffer refused.
+      if (isOutpostError(err, 'QUEUE_FULL')) this.counters.droppedBuffer++;
+      else this.counters.errors++;
       if (!inferred) this.o.observe?.(this.o.model, performance.now() - started, false);
       const code = isOutpostError(err) ? err.code : 'error';
       this.warnOnce.warn(`run:${code}`, { model: this.o.model, err }, 'pipeline inference failed');
