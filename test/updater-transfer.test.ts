@@ -36,8 +36,10 @@ function v2Requests(fx: UpdateFixture, sha: string) {
 async function halfThenReset(req: IncomingMessage, res: ServerResponse, file: string) {
   const data = await readFile(file);
   res.writeHead(200, { 'content-length': data.length, etag: '"v2"' });
-  res.write(data.subarray(0, Math.floor(data.length / 2)));
-  await new Promise((r) => setTimeout(r, 50));
+  await new Promise<void>((r) => res.write(data.subarray(0, Math.floor(data.length / 2)), () => r()));
+  // A reset discards what the client has not read yet: give a loaded machine time to read the
+  // half before the connection goes, or there is nothing to resume from.
+  await new Promise((r) => setTimeout(r, 400));
   req.socket.destroy();
 }
 
