@@ -45,8 +45,14 @@ export function checkTensorHeader(t: V2JsonTensor): asserts t is V2JsonTensor & 
 export function decodeJsonTensor(t: V2JsonTensor): Tensor {
   checkTensorHeader(t);
   if (t.data === undefined) throw new OutpostError('INVALID_INPUT', `input ${t.name} has no data`);
-  const flat: unknown[] = [];
-  flatten(t.data, flat);
+  // Most bodies send the data flat: then it is used as it is, without a copy.
+  let flat: readonly unknown[];
+  if (Array.isArray(t.data) && !t.data.some(Array.isArray)) flat = t.data;
+  else {
+    const out: unknown[] = [];
+    flatten(t.data, out);
+    flat = out;
+  }
   const n = elementCount(t.shape);
   if (flat.length !== n) {
     throw new OutpostError(
@@ -58,6 +64,7 @@ export function decodeJsonTensor(t: V2JsonTensor): Tensor {
 }
 
 export function fill(name: string, datatype: Datatype, flat: readonly unknown[]): TensorData {
+  if (datatype === 'FP32' || datatype === 'FP64') return fillFloats(name, datatype, flat);
   const data = allocate(datatype, flat.length);
   for (let i = 0; i < flat.length; i++) {
     const v = flat[i];
@@ -86,6 +93,18 @@ export function fill(name: string, datatype: Datatype, flat: readonly unknown[])
         throw new OutpostError('INVALID_INPUT', `input ${name}: ${datatype} elements must be integers`);
       (data as Float32Array)[i] = v;
     }
+  }
+  return data;
+}
+
+/** The common case on its own: one type check per value and no per-value datatype dispatch. */
+function fillFloats(name: string, datatype: 'FP32' | 'FP64', flat: readonly unknown[]): TensorData {
+  const data = datatype === 'FP32' ? new Float32Array(flat.length) : new Float64Array(flat.length);
+  for (let i = 0; i < flat.length; i++) {
+    const v = flat[i];
+    if (typeof v !== 'number')
+      throw new OutpostError('INVALID_INPUT', `input ${name}: ${datatype} elements must be numbers`);
+    data[i] = v;
   }
   return data;
 }
