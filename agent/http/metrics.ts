@@ -6,6 +6,18 @@ export interface MetricsSources {
   versions: () => Array<{ name: string; version: string; state: string; pending: number }>;
 }
 
+interface VersionSeries {
+  success: Counter.Internal;
+  inferenceCount: Counter.Internal;
+  requestUs: Counter.Internal;
+  queueUs: Counter.Internal;
+  computeUs: Counter.Internal;
+  requestSeconds: Histogram.Internal<'model' | 'version'>;
+  queueSeconds: Histogram.Internal<'model' | 'version'>;
+  execCount: Counter.Internal;
+  batchRows: Histogram.Internal<'model' | 'version'>;
+}
+
 const LATENCY_BUCKETS_S = [
   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 ];
@@ -31,6 +43,9 @@ export class AgentMetrics implements InferenceObserver {
   private readonly batchRows: Histogram<'model' | 'version'>;
   private readonly httpSeconds: Histogram<'method' | 'route' | 'code'>;
   private started = false;
+  /** Label children per model version and per HTTP route: resolving labels on every request costs. */
+  private readonly perVersion = new Map<string, VersionSeries>();
+  private readonly perRoute = new Map<string, Histogram.Internal<'method' | 'route' | 'code'>>();
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -146,28 +161,56 @@ export class AgentMetrics implements InferenceObserver {
     collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
   }
 
+  private series(model: string, version: string): VersionSeries {
+    const key = `${model}\u0000${version}`;
+    let s = this.perVersion.get(key);
+    if (s === undefined) {
+      const labels = { model, version };
+      s = {
+        success: this.success.labels(labels),
+        inferenceCount: this.inferenceCount.labels(labels),
+        requestUs: this.requestUs.labels(labels),
+        queueUs: this.queueUs.labels(labels),
+        computeUs: this.computeUs.labels(labels),
+        requestSeconds: this.requestSeconds.labels(labels),
+        queueSeconds: this.queueSeconds.labels(labels),
+        execCount: this.execCount.labels(labels),
+        batchRows: this.batchRows.labels(labels),
+      };
+      this.perVersion.set(key, s);
+    }
+    return s;
+  }
+
   request(model: string, version: string, outcome: RequestOutcome): void {
-    const labels = { model, version };
     if (!outcome.ok) {
-      this.failure.inc({ ...labels, reason: outcome.reason ?? 'OTHER' });
+      this.failure.inc({ model, version, reason: outcome.reason ?? 'OTHER' });
       return;
     }
-    this.success.inc(labels);
-    this.inferenceCount.inc(labels, outcome.rows);
-    this.requestUs.inc(labels, outcome.totalUs);
-    this.queueUs.inc(labels, outcome.queueUs);
-    this.computeUs.inc(labels, outcome.computeUs);
-    this.requestSeconds.observe(labels, outcome.totalUs / 1e6);
-    this.queueSeconds.observe(labels, outcome.queueUs / 1e6);
+    const s = this.series(model, version);
+    s.success.inc();
+    s.inferenceCount.inc(outcome.rows);
+    s.requestUs.inc(outcome.totalUs);
+    s.queueUs.inc(outcome.queueUs);
+    s.computeUs.inc(outcome.computeUs);
+    s.requestSeconds.observe(outcome.totalUs / 1e6);
+    s.queueSeconds.observe(outcome.queueUs / 1e6);
   }
 
   execution(model: string, version: string, rows: number): void {
-    this.execCount.inc({ model, version });
-    this.batchRows.observe({ model, version }, rows);
+    const s = this.series(model, version);
+    s.execCount.inc();
+    s.batchRows.observe(rows);
   }
 
   http(method: string, route: string, code: number, seconds: number): void {
-    this.httpSeconds.observe({ method, route, code: String(code) }, seconds);
+    const key = `${method} ${route} ${code}`;
+    let child = this.perRoute.get(key);
+    if (child === undefined) {
+      child = this.httpSeconds.labels({ method, route, code: String(code) });
+      this.perRoute.set(key, child);
+    }
+    child.observe(seconds);
   }
 
   async render(): Promise<{ contentType: string; body: string }> {

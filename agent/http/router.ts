@@ -64,11 +64,14 @@ function matchParts(parts: string[], segments: string[]): Params | undefined {
   const params: Params = {};
   for (let i = 0; i < parts.length; i++) {
     const part = parts[i] as string;
-    let seg: string;
-    try {
-      seg = decodeURIComponent(segments[i] as string);
-    } catch {
-      return undefined;
+    let seg = segments[i] as string;
+    // Only an escaped segment needs decoding; most paths have none.
+    if (seg.includes('%')) {
+      try {
+        seg = decodeURIComponent(seg);
+      } catch {
+        return undefined;
+      }
     }
     const open = part.indexOf('{');
     if (open === -1) {
