@@ -113,7 +113,14 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
 
   /** The version requests without a version go to: the newest READY one that is not staged. */
   current(name: string): ModelVersion | undefined {
-    return this.versions(name).find((v) => v.state === 'READY' && v.staged !== true);
+    // Every request asks this (twice): one pass, no sorted copy. On equal release counters the
+    // first loaded wins, as in versions()' stable order.
+    let best: ModelVersion | undefined;
+    for (const v of this.models.get(name)?.values() ?? []) {
+      if (v.state !== 'READY' || v.staged === true) continue;
+      if (best === undefined || v.releaseCounter > best.releaseCounter) best = v;
+    }
+    return best;
   }
 
   /** Finds a version by its semver string or its release counter (TF Serving's integer versions). */
