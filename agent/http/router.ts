@@ -26,10 +26,14 @@ interface Route {
  * built from user input.
  */
 export class Router {
-  private readonly routes: Route[] = [];
+  /** Routes by segment count (in registration order): a path is only tried against routes of its length. */
+  private readonly bySize = new Map<number, Route[]>();
 
   on(method: string, path: string, handler: Handler): this {
-    this.routes.push({ method, path, parts: path.split('/').filter((p) => p !== ''), handler });
+    const route = { method, path, parts: path.split('/').filter((p) => p !== ''), handler };
+    const same = this.bySize.get(route.parts.length);
+    if (same === undefined) this.bySize.set(route.parts.length, [route]);
+    else same.push(route);
     return this;
   }
 
@@ -48,7 +52,7 @@ export class Router {
   ): { handler: Handler; params: Params; route: string } | { allowed: string[] } {
     const segments = pathname.split('/').filter((p) => p !== '');
     const allowed: string[] = [];
-    for (const route of this.routes) {
+    for (const route of this.bySize.get(segments.length) ?? []) {
       const params = matchParts(route.parts, segments);
       if (params === undefined) continue;
       if (route.method === method || (method === 'HEAD' && route.method === 'GET'))
