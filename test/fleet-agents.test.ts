@@ -10,7 +10,7 @@ import type { RolloutStatus } from '../cloud-sync/rollout/engine.ts';
 import { exampleBundles } from '../deploy/examples/example-bundles.ts';
 import { waitFor } from './helpers/agent.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
-import { startControlPlane, type TestControlPlane } from './helpers/cloud.ts';
+import { driveRollout, startControlPlane, type TestControlPlane } from './helpers/cloud.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 /**
@@ -27,25 +27,8 @@ describe('full agents follow rollouts', () => {
 
   const running = (a: Agent) =>
     a.registry.all().find((m) => m.name === MODEL && m.state === 'READY')?.version;
-  const status = (id: string) => t.client.get<RolloutStatus>(`/v1/admin/rollouts/${id}`);
-  async function drive(
-    id: string,
-    until: (s: RolloutStatus) => boolean,
-    what: string,
-  ): Promise<RolloutStatus> {
-    let last: RolloutStatus | undefined;
-    await waitFor(
-      async () => {
-        last = await status(id);
-        if (until(last)) return true;
-        if (last.rollout.soakStartedAt !== null) t.clock.advance(last.rollout.soakMs + 1);
-        return false;
-      },
-      what,
-      30_000,
-    );
-    return last as RolloutStatus;
-  }
+  const drive = (id: string, until: (s: RolloutStatus) => boolean, what: string) =>
+    driveRollout(t, id, until, what);
 
   before(async () => {
     broker = await startBroker();

@@ -6,7 +6,7 @@ import { publishBundle } from '../cloud-sync/client/publish.ts';
 import type { RolloutStatus } from '../cloud-sync/rollout/engine.ts';
 import { exampleBundles } from '../deploy/examples/example-bundles.ts';
 import { waitFor } from './helpers/agent.ts';
-import { startControlPlane, type TestControlPlane } from './helpers/cloud.ts';
+import { driveRollout, rolloutStatus, startControlPlane, type TestControlPlane } from './helpers/cloud.ts';
 import { FleetDevice } from './helpers/fleet-device.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -27,27 +27,10 @@ describe('fleet rollouts', () => {
     pino({ level: 'silent' }),
   );
 
-  const status = (id: string) => t.client.get<RolloutStatus>(`/v1/admin/rollouts/${id}`);
+  const status = (id: string) => rolloutStatus(t, id);
 
-  /** Runs the rollout forward: whenever a wave is soaking, moves the clock past the soak. */
-  async function drive(
-    id: string,
-    until: (s: RolloutStatus) => boolean,
-    what: string,
-  ): Promise<RolloutStatus> {
-    let last: RolloutStatus | undefined;
-    await waitFor(
-      async () => {
-        last = await status(id);
-        if (until(last)) return true;
-        if (last.rollout.soakStartedAt !== null) t.clock.advance(last.rollout.soakMs + 1);
-        return false;
-      },
-      what,
-      30_000,
-    );
-    return last as RolloutStatus;
-  }
+  const drive = (id: string, until: (s: RolloutStatus) => boolean, what: string) =>
+    driveRollout(t, id, until, what);
 
   before(async () => {
     t = await startControlPlane();

@@ -1,8 +1,10 @@
 import { pino } from 'pino';
 import { AdminClient } from '../../cloud-sync/client/admin-client.ts';
 import { type ControlPlane, createControlPlane } from '../../cloud-sync/control-plane.ts';
+import type { RolloutStatus } from '../../cloud-sync/rollout/engine.ts';
 import { type ControlPlaneConfigInput, loadControlPlaneConfig } from '../../cloud-sync/server/config.ts';
 import { bootstrapRepository, type RepoKeys } from '../../cloud-sync/tuf/bootstrap.ts';
+import { waitFor } from './agent.ts';
 import { tempDir } from './tmp.ts';
 
 export const OPERATOR_TOKEN = 'test-operator-token-0123456789';
@@ -71,4 +73,29 @@ export async function startControlPlane(
   port = t.cp.port;
   t.client = new AdminClient(t.cp.url, OPERATOR_TOKEN);
   return t;
+}
+
+export function rolloutStatus(t: TestControlPlane, id: string): Promise<RolloutStatus> {
+  return t.client.get<RolloutStatus>(`/v1/admin/rollouts/${id}`);
+}
+
+/** Runs a rollout forward until `until` holds: whenever a wave is soaking, moves the clock past the soak. */
+export async function driveRollout(
+  t: TestControlPlane,
+  id: string,
+  until: (s: RolloutStatus) => boolean,
+  what: string,
+): Promise<RolloutStatus> {
+  let last: RolloutStatus | undefined;
+  await waitFor(
+    async () => {
+      last = await rolloutStatus(t, id);
+      if (until(last)) return true;
+      if (last.rollout.soakStartedAt !== null) t.clock.advance(last.rollout.soakMs + 1);
+      return false;
+    },
+    what,
+    30_000,
+  );
+  return last as RolloutStatus;
 }
