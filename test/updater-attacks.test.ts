@@ -31,12 +31,7 @@ after(async () => {
 async function baseline(overrides: AgentConfigInput = {}, deps: AgentDeps = {}) {
   const fx = await new UpdateFixture().start();
   fixtures.push(fx);
-  await fx.publish('mlp');
-  await fx.direct([[MODEL, '1.0.0']], { expiresDays: 30 });
-  const agent = fx.agent(overrides, deps);
-  await agent.start();
-  const first = await agent.updater!.checkNow();
-  assert.deepEqual(first.failed, []);
+  const agent = await fx.deviceServingV1(overrides, deps);
   assert.equal(await inferOk(agent), '1.0.0');
   return { fx, agent };
 }

@@ -17,11 +17,7 @@ after(async () => {
 async function baseline(overrides: AgentConfigInput = {}, deps: AgentDeps = {}) {
   const fx = await new UpdateFixture().start();
   fixtures.push(fx);
-  await fx.publish('mlp');
-  await fx.direct([[MODEL, '1.0.0']], { expiresDays: 30 });
-  const agent = fx.agent(overrides, deps);
-  await agent.start();
-  assert.deepEqual((await agent.updater!.checkNow()).failed, []);
+  const agent = await fx.deviceServingV1(overrides, deps);
   const v2 = await fx.publish('mlpV2');
   await fx.direct([[MODEL, '2.0.0']], { expiresDays: 30 });
   const isV2Model = (file: string) => file.endsWith(`${v2.manifest.model.sha256}.model.onnx`);

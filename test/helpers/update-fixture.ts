@@ -158,6 +158,17 @@ export class UpdateFixture {
     return a;
   }
 
+  /** Publishes mlp 1.0.0, directs the device to it and starts an agent that installs it through the updater. */
+  async deviceServingV1(overrides: AgentConfigInput = {}, deps: AgentDeps = {}): Promise<Agent> {
+    await this.publish('mlp');
+    await this.direct([[MODEL, '1.0.0']], { expiresDays: 30 });
+    const agent = this.agent(overrides, deps);
+    await agent.start();
+    const first = await agent.updater!.checkNow();
+    if (first.failed.length > 0) throw new Error(`installing 1.0.0 failed: ${JSON.stringify(first.failed)}`);
+    return agent;
+  }
+
   async stop(): Promise<void> {
     for (const a of this.agents) await a.stop();
     await this.server?.close();
