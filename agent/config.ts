@@ -115,7 +115,7 @@ export const configSchema = z
       .prefault({}),
     runtime: z
       .object({
-        /** Inference worker threads; 0 means one per CPU core. */
+        /** Inference worker threads; 0 means one per CPU core but one (the main thread keeps a core), at least one. */
         workers: z.number().int().min(0).max(64).default(0),
         intraOpThreads: z.number().int().min(0).max(64).default(1),
         interOpThreads: z.number().int().min(0).max(64).default(1),

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { arch } from 'node:os';
 import { readBundle } from '../shared/bundle/read.ts';
 import { EnvelopeFactory } from '../shared/envelope.ts';
+import { OutpostError } from '../shared/errors.ts';
 import { OUTPOST_VERSION } from '../shared/version.ts';
 import { type EmbeddedBroker, startEmbeddedBroker } from './broker/embedded.ts';
 import { CommandDispatcher } from './commands.ts';
@@ -28,7 +29,7 @@ import { UpdaterBridge } from './sync/updater-bridge.ts';
 import { InferenceStats } from './telemetry/inference-stats.ts';
 import { Telemetry } from './telemetry/telemetry.ts';
 import { faultsFromEnv } from './updater/faults.ts';
-import { Updater, type UpdaterStatus } from './updater/updater.ts';
+import type { Updater, UpdaterStatus } from './updater/updater.ts';
 import { Uplink } from './uplink/uplink.ts';
 
 export interface AgentDeps {
@@ -204,8 +205,13 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     bufferLimit: Math.min(config.sensors.bufferLimit, config.runtime.queueLimit),
     logIntervalMs: config.sensors.malformedLogIntervalMs,
   });
-  const makeUpdater = (token: string | undefined) =>
-    new Updater({
+  // Fault injection for tests, read when the agent is built (the updater itself is built in start()).
+  const faultEnv = process.env.OUTPOST_UPDATER_FAULT;
+  const updaterFaults = faultEnv === undefined ? undefined : faultsFromEnv(faultEnv);
+  // The updater's code (tuf-js, got, the TUF metadata models) is loaded only when updates are on.
+  const makeUpdater = async (token: string | undefined): Promise<Updater> => {
+    const { Updater } = await import('./updater/updater.ts');
+    return new Updater({
       config: token === undefined ? config.updates : { ...config.updates, token },
       deviceId: config.deviceId,
       dataDir: config.dataDir,
@@ -222,19 +228,18 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
         (async (bytes: number) => {
           await storage.ensure(bytes, 'model download');
         }),
-      ...(process.env.OUTPOST_UPDATER_FAULT === undefined
-        ? {}
-        : { faults: faultsFromEnv(process.env.OUTPOST_UPDATER_FAULT) }),
+      ...(updaterFaults === undefined ? {} : { faults: updaterFaults }),
     });
+  };
   // With sync on, the updater fetches the director with the enrolment credential; before the
   // first enrolment there is none, so the updater is built when the sync client enrols.
   const credentialPath = dataPath(config, 'sync', 'credential.json');
   const credential = config.sync.enabled ? readCredential(credentialPath)?.credential : undefined;
-  let updater =
+  // Built in start(): its modules load on demand.
+  const updaterAtStart =
     config.updates.enabled &&
-    (!config.sync.enabled || credential !== undefined || config.updates.token !== undefined)
-      ? makeUpdater(credential)
-      : undefined;
+    (!config.sync.enabled || credential !== undefined || config.updates.token !== undefined);
+  let updater: Updater | undefined;
   const sync = config.sync.enabled
     ? new SyncClient({
         ...config.sync,
@@ -246,7 +251,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
         log: log.child({ component: 'sync' }),
         onEnrolled: async (cred) => {
           if (updater !== undefined || !config.updates.enabled) return;
-          const late = makeUpdater(cred.credential);
+          const late = await makeUpdater(cred.credential);
           for (const dir of await late.prepareBoot()) await registry.load(await readBundle(dir));
           late.start();
           updater = late;
@@ -328,10 +333,11 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
   });
   commands.register('status', () => status());
   if (sync !== undefined) commands.register('sync', () => sync.syncNow());
-  else if (updater !== undefined) {
-    const u = updater;
-    commands.register('sync', () => u.checkNow());
-  }
+  else if (updaterAtStart)
+    commands.register('sync', () => {
+      if (updater === undefined) throw new OutpostError('CONFLICT', 'the updater has not started yet');
+      return updater.checkNow();
+    });
   uplink?.on('command', (cmd) => {
     commands.handle(cmd).catch((err: unknown) => log.error({ err }, 'command reply failed'));
   });
@@ -406,6 +412,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       outbox.start();
       metrics.start();
       pool.start();
+      if (updaterAtStart) updater = await makeUpdater(credential);
       const installed = (await updater?.prepareBoot()) ?? [];
       for (const dir of [...config.models.bundles, ...installed]) {
         try {
@@ -418,7 +425,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
         embeddedBroker = await startEmbeddedBroker({ host: embedded.host, port: embedded.port });
         log.info({ url: embeddedBroker.url }, 'embedded sensor broker listening');
       }
-      bus?.start();
+      await bus?.start();
       pipelines.start();
       for (const l of lineStreams.values()) l.start();
       uplink?.start();
@@ -452,6 +459,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       await uplink?.stop();
       step('mqtt ended');
       outbox.stop();
+      metrics.stop();
       step('sqlite closed');
       state = 'stopped';
       log.info('agent stopped');

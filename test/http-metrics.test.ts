@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { register as globalRegister } from 'prom-client';
+import { AgentMetrics } from '../agent/http/metrics.ts';
 import type { Agent } from '../agent/main.ts';
 import { exampleBundles } from '../deploy/examples/example-bundles.ts';
 import { mlpClassifier } from '../shared/onnx/models.ts';
@@ -85,8 +85,14 @@ test('GET /metrics: Triton counters per model and version, batching visible, fai
   assert.ok(get('nodejs_heap_size_used_bytes') > 0);
   assert.ok(m.has('nodejs_eventloop_lag_seconds'));
   assert.ok(m.has('nodejs_eventloop_lag_p99_seconds'));
-  // The agent's registry is its own: nothing leaks into prom-client's global one.
-  assert.equal(globalRegister.getSingleMetric('nv_inference_count'), undefined);
+  assert.ok(get('process_cpu_seconds_total') > 0);
+  assert.ok(
+    m.has('nodejs_gc_duration_seconds_count{kind="minor"}') ||
+      m.has('nodejs_gc_duration_seconds_count{kind="major"}'),
+  );
+  // Each agent's registry is its own: a second one in this process starts from nothing.
+  const other = new AgentMetrics({ versions: () => [] });
+  assert.doesNotMatch((await other.render()).body, /nv_inference_request_success\{/);
 });
 
 test('a full queue answers 429 and counts REJECTED failures; a request timeout answers 504', async () => {

@@ -13,11 +13,14 @@ import { tempDir } from './helpers/tmp.ts';
 
 const log = pino({ level: 'silent' });
 
-test('the pool defaults to one worker per CPU core', () => {
-  assert.equal(WorkerPool.defaultSize(0), availableParallelism());
-  assert.equal(WorkerPool.defaultSize(3), 3);
+test('the pool defaults to one worker per CPU core but one, and at least one', () => {
+  assert.equal(WorkerPool.defaultSize(0), Math.max(1, availableParallelism() - 1));
+  assert.equal(WorkerPool.defaultSize(0, 1), 1);
+  assert.equal(WorkerPool.defaultSize(0, 2), 1);
+  assert.equal(WorkerPool.defaultSize(0, 8), 7);
+  assert.equal(WorkerPool.defaultSize(3, 2), 3);
   const config = loadConfig({ overrides: { dataDir: tempDir('pool-cfg') } });
-  assert.equal(config.runtime.workers, 0, 'the config default means one per core');
+  assert.equal(config.runtime.workers, 0, 'the config default means one per core but one');
 });
 
 test('workers take session options, tensors are transferred both ways, bad models fail to load cleanly', async () => {

@@ -1,6 +1,5 @@
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server, type Socket } from 'node:net';
-import { Aedes } from 'aedes';
 
 export interface EmbeddedBroker {
   port: number;
@@ -16,6 +15,8 @@ export async function startEmbeddedBroker(
   options: { host?: string; port?: number } = {},
 ): Promise<EmbeddedBroker> {
   const host = options.host ?? '127.0.0.1';
+  // Loaded here: most agents never start the embedded broker.
+  const { Aedes } = await import('aedes');
   const broker = await Aedes.createBroker();
   const sockets = new Set<Socket>();
   const server: Server = createServer((socket) => {

@@ -1,5 +1,6 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { InferenceObserver, RequestOutcome } from '../runtime/observer.ts';
+import { ProcessMetrics } from './process-metrics.ts';
+import { Counter, type CounterChild, Gauge, Histogram, type HistogramChild, Registry } from './prometheus.ts';
 
 export interface MetricsSources {
   /** Models and versions with their state and queued+running request counts, read at scrape time. */
@@ -7,15 +8,15 @@ export interface MetricsSources {
 }
 
 interface VersionSeries {
-  success: Counter.Internal;
-  inferenceCount: Counter.Internal;
-  requestUs: Counter.Internal;
-  queueUs: Counter.Internal;
-  computeUs: Counter.Internal;
-  requestSeconds: Histogram.Internal<'model' | 'version'>;
-  queueSeconds: Histogram.Internal<'model' | 'version'>;
-  execCount: Counter.Internal;
-  batchRows: Histogram.Internal<'model' | 'version'>;
+  success: CounterChild;
+  inferenceCount: CounterChild;
+  requestUs: CounterChild;
+  queueUs: CounterChild;
+  computeUs: CounterChild;
+  requestSeconds: HistogramChild;
+  queueSeconds: HistogramChild;
+  execCount: CounterChild;
+  batchRows: HistogramChild;
 }
 
 const LATENCY_BUCKETS_S = [
@@ -23,8 +24,8 @@ const LATENCY_BUCKETS_S = [
 ];
 
 /**
- * The agent's Prometheus metrics, on a registry of its own (never prom-client's global one, so
- * two agents in one process — tests — do not collide). Inference counters use Triton's names
+ * The agent's Prometheus metrics, on a registry of its own (two agents in one process — tests —
+ * do not collide). Inference counters use Triton's names
  * and labels (`model`, `version`) so existing Triton dashboards work; the `_us` ones are
  * cumulative microseconds as in Triton. Histograms, loaded models, event-loop lag and memory
  * come on top.
@@ -43,12 +44,14 @@ export class AgentMetrics implements InferenceObserver {
   private readonly batchRows: Histogram<'model' | 'version'>;
   private readonly httpSeconds: Histogram<'method' | 'route' | 'code'>;
   private started = false;
+  private readonly process: ProcessMetrics;
   /** Label children per model version and per HTTP route: resolving labels on every request costs. */
   private readonly perVersion = new Map<string, VersionSeries>();
-  private readonly perRoute = new Map<string, Histogram.Internal<'method' | 'route' | 'code'>>();
+  private readonly perRoute = new Map<string, HistogramChild>();
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
+    this.process = new ProcessMetrics(this.registry);
     const mv = ['model', 'version'] as const;
     this.success = new Counter({
       name: 'nv_inference_request_success',
@@ -154,11 +157,17 @@ export class AgentMetrics implements InferenceObserver {
     });
   }
 
-  /** Starts the process collectors (event-loop lag, RSS, heap, GC); they sample only while scraped. */
+  /** Starts the process collectors (event-loop delay histogram, GC observer); the rest is read at scrape time. */
   start(): void {
     if (this.started) return;
     this.started = true;
-    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
+    this.process.start();
+  }
+
+  stop(): void {
+    if (!this.started) return;
+    this.started = false;
+    this.process.stop();
   }
 
   private series(model: string, version: string): VersionSeries {

@@ -111,8 +111,13 @@ export class WorkerPool {
     private readonly log: Logger,
   ) {}
 
-  static defaultSize(configured: number): number {
-    return configured > 0 ? configured : Math.max(1, availableParallelism());
+  /**
+   * Without a configured count: one worker per core but one. The main thread (HTTP, MQTT,
+   * SQLite, JSON) needs a core of its own; a worker beyond that only competes with it for CPU
+   * and costs ~9 MiB (an isolate and a session). A box with one or two cores gets one worker.
+   */
+  static defaultSize(configured: number, cores = availableParallelism()): number {
+    return configured > 0 ? configured : Math.max(1, cores - 1);
   }
 
   start(): void {

@@ -1,6 +1,7 @@
-import mqtt, { type MqttClient } from 'mqtt';
+import type { MqttClient } from 'mqtt';
 import { matchTopic, subscriptionFilter } from '../../shared/topics.ts';
 import type { Logger } from '../log.ts';
+import { loadMqtt } from '../uplink/mqtt-lib.ts';
 import { connectionOptions, type MqttConnectionConfig } from '../uplink/mqtt-options.ts';
 
 export interface BusRoute {
@@ -26,8 +27,12 @@ export class MqttSensorBus {
     private readonly log: Logger,
   ) {}
 
-  start(): void {
-    const client = mqtt.connect(this.connection.url, {
+  private stopped = false;
+
+  async start(): Promise<void> {
+    const { connect } = await loadMqtt();
+    if (this.stopped) return;
+    const client = connect(this.connection.url, {
       ...connectionOptions(this.connection),
       clientId: this.clientId,
       // The sensor bus is best effort by nature: readings are not stored before windowing.
@@ -87,6 +92,7 @@ export class MqttSensorBus {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     const client = this.client;
     this.client = undefined;
     if (client === undefined) return;

@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events';
-import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt';
+import type { IClientOptions, IClientPublishOptions, MqttClient } from 'mqtt';
 import { markHistorical } from '../../shared/envelope.ts';
 import { topics } from '../../shared/topics.ts';
 import type { Logger } from '../log.ts';
 import type { Lane, Outbox, StoredMessage } from '../outbox/outbox.ts';
 import { Backoff, StoppableTimer } from './backoff.ts';
+import { loadMqtt } from './mqtt-lib.ts';
 import { connectionOptions, type MqttConnectionConfig } from './mqtt-options.ts';
 
 export interface UplinkOptions extends MqttConnectionConfig {
@@ -121,7 +122,8 @@ export class Uplink extends EventEmitter<UplinkEvents> {
   }
 
   /** One connection's life: resolves with the reason it ended. */
-  private connectOnce(): Promise<string> {
+  private async connectOnce(): Promise<string> {
+    const { connect } = await loadMqtt();
     const generation = ++this.generation;
     const { deviceId } = this.options;
     this.state = 'connecting';
@@ -147,7 +149,7 @@ export class Uplink extends EventEmitter<UplinkEvents> {
     return new Promise<string>((resolve) => {
       let settled = false;
       let connected = false;
-      const client = mqtt.connect(this.options.url, clientOptions);
+      const client = connect(this.options.url, clientOptions);
       this.client = client;
       const finish = (reason: string) => {
         if (settled) return;

@@ -1,13 +1,13 @@
 import { writeFile } from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { AgentConfigInput } from '../../../agent/config.ts';
+import { WorkerPool } from '../../../agent/runtime/pool.ts';
 import type { Feeds } from '../../../shared/onnx/models.ts';
 import { BenchChild } from './child.ts';
 import type { BenchContext } from './scenario.ts';
 
-/** The agent's default worker count (runtime.workers = 0 means one per core). */
-export const DEFAULT_WORKERS = Math.max(1, availableParallelism());
+/** The agent's default worker count (runtime.workers = 0: one per core but one, at least one). */
+export const DEFAULT_WORKERS = WorkerPool.defaultSize(0);
 
 /** An agent config for the bench: loopback ephemeral port, no MQTT (nothing to connect to), quiet logs. */
 export async function writeAgentConfig(
@@ -16,6 +16,7 @@ export async function writeAgentConfig(
   bundles: string[],
   runtime: AgentConfigInput['runtime'] = {},
   logLevel: 'warn' | 'info' = 'warn',
+  extra: Partial<AgentConfigInput> = {},
 ): Promise<string> {
   const config: AgentConfigInput = {
     deviceId: 'bench',
@@ -26,6 +27,7 @@ export async function writeAgentConfig(
     sensors: { mqtt: 'off' },
     models: { bundles },
     runtime,
+    ...extra,
   };
   const path = join(ctx.tmpDir, `${name}.json`);
   await writeFile(path, JSON.stringify(config, null, 2));

@@ -6,6 +6,7 @@ import { paddedModel } from '../../../shared/onnx/models.ts';
 import { UpdateFixture } from '../../helpers/update-fixture.ts';
 import type { Scenario } from '../lib/scenario.ts';
 import { interleaved, median } from '../lib/stable.ts';
+import { DEFAULT_WORKERS } from '../lib/subjects.ts';
 
 const NAME = 'padded-mlp';
 
@@ -28,7 +29,7 @@ export const bundleInstall: Scenario = {
   description:
     'Verify + install + activate of a 50 MB bundle through the updater as a device runs it: TUF refresh, ' +
     'download over loopback HTTP, length and sha256 check, write-temp + fsync + rename, load in every ' +
-    'inference worker (the default pool: one per core), the manifest sample check, the switch. Baseline: ' +
+    'inference worker (the default pool), the manifest sample check, the switch. Baseline: ' +
     'sha256 of the same model file plus a copy made durable with fsync, in the same process, interleaved.',
   async run(ctx) {
     const megabytes = ctx.quick ? 4 : 50;
@@ -84,7 +85,7 @@ export const bundleInstall: Scenario = {
       unit: 'ms',
       baseline,
       target: { on: 'ratio', op: '<=', limit: 2 },
-      note: `${agent.status().models.length} model version(s) loaded after the last switch; workers: ${agent.config.runtime.workers || 'one per core'}`,
+      note: `${agent.status().models.length} model version(s) loaded after the last switch; workers: ${agent.config.runtime.workers || `${DEFAULT_WORKERS} (default)`}`,
       stable: result.stable,
     });
   },
