@@ -7,7 +7,7 @@ export interface PartWriterHooks {
   onWritten?: (end: number) => void;
 }
 
-/** Socket chunks are small (16-64 KiB): gathered into writes of about this size. */
+/** Socket chunks are small (16-64 KiB): gathered into one writev of about this size. */
 const BATCH_BYTES = 1024 * 1024;
 /** Received but not yet written: past this the receiver waits (bounds memory, lets TCP push back). */
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
@@ -87,25 +87,25 @@ export class PartWriter {
 
   private issue(): void {
     if (this.pendingBytes === 0) return;
-    const data =
-      this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending, this.pendingBytes);
+    const chunks = this.pending;
+    const size = this.pendingBytes;
     this.pending = [];
     this.pendingBytes = 0;
     const at = this.issued;
-    this.issued += data.length;
-    this.queuedBytes += data.length;
+    this.issued += size;
+    this.queuedBytes += size;
     const write = this.tail.then(async () => {
       try {
         if (this.failure !== undefined) return;
-        this.hooks.beforeWrite?.(at, data.length);
-        await this.writeAll(data, at);
-        this.done = at + data.length;
+        this.hooks.beforeWrite?.(at, size);
+        await this.writeAll(chunks, at);
+        this.done = at + size;
         this.hooks.onWritten?.(this.done);
         this.writeBack();
       } catch (err) {
         this.failure ??= { err };
       } finally {
-        this.queuedBytes -= data.length;
+        this.queuedBytes -= size;
         this.inFlight.shift();
       }
     });
@@ -113,11 +113,20 @@ export class PartWriter {
     this.tail = write;
   }
 
-  private async writeAll(data: Buffer, at: number): Promise<void> {
-    let off = 0;
-    while (off < data.length) {
-      const { bytesWritten } = await this.fh.write(data, off, data.length - off, at + off);
-      off += bytesWritten;
+  /** One writev of the socket's chunks as they are (no copy into one buffer); resumes a short write. */
+  private async writeAll(chunks: Buffer[], at: number): Promise<void> {
+    let rest = chunks;
+    let pos = at;
+    while (rest.length > 0) {
+      const { bytesWritten } = await this.fh.writev(rest, pos);
+      if (bytesWritten <= 0) throw new Error(`writev at ${pos} wrote nothing`);
+      pos += bytesWritten;
+      let skip = bytesWritten;
+      while (rest.length > 0 && skip >= (rest[0]?.length ?? 0)) {
+        skip -= rest[0]?.length ?? 0;
+        rest = rest.slice(1);
+      }
+      if (skip > 0 && rest[0] !== undefined) rest = [rest[0].subarray(skip), ...rest.slice(1)];
     }
   }
 
