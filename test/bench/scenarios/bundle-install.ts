@@ -106,7 +106,7 @@ export const bundleInstall: Scenario = {
       unit: 'ms',
       baseline,
       target: { on: 'ratio', op: '<=', limit: 2 },
-      note: `${agent.status().models.length} model version(s) loaded after the last switch; workers: ${agent.config.runtime.workers || 'one per core'}`,
+      note: `${agent.status().models.filter((m) => m.state === 'READY').length} model version(s) loaded after the last switch (older ones unloaded); workers: ${agent.config.runtime.workers || 'one per core'}`,
       stable: result.stable,
     });
   },
