@@ -4,6 +4,7 @@ import { open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { OutpostError } from '../../shared/errors.ts';
 import type { HttpClient } from './http.ts';
 import { HttpStatusError } from './http.ts';
+import { PartWriter } from './part-writer.ts';
 
 export interface DownloadSpec {
   url: string;
@@ -33,8 +34,6 @@ interface PartMeta {
   etag?: string;
   sha256: string;
 }
-
-const WRITE_BATCH_BYTES = 1024 * 1024;
 
 async function sizeOf(path: string): Promise<number> {
   return stat(path).then(
@@ -140,52 +139,45 @@ export async function downloadTarget(
     await writeFile(metaPath, JSON.stringify(nextMeta));
     const hash = offset === 0 ? createHash('sha256') : await hashPrefix(spec.dest, offset);
     const fh = await open(spec.dest, offset === 0 ? 'w' : 'r+');
-    // Socket chunks are small (16-64 KiB): gather them into writes of about 1 MiB so a large
-    // model is not thousands of thread-pool round trips.
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
-    let written = offset;
-    const flush = async () => {
-      if (pendingBytes === 0) return;
-      const data = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, pendingBytes);
-      pending = [];
-      pendingBytes = 0;
-      hooks.beforeWrite?.(written, data.length);
-      await fh.write(data, 0, data.length, written);
-      written += data.length;
-      hooks.onProgress?.(written, spec.length);
-    };
+    const writer = new PartWriter(fh, offset, {
+      ...(hooks.beforeWrite === undefined ? {} : { beforeWrite: hooks.beforeWrite }),
+      ...(hooks.onProgress === undefined
+        ? {}
+        : { onWritten: (end: number) => hooks.onProgress?.(end, spec.length) }),
+    });
+    let tooLong = false;
     try {
       for await (const chunk of res.body) {
         if (offset + chunk.length > spec.length) {
-          res.abort();
-          await fh.close().catch(() => undefined);
-          await discard();
-          throw new OutpostError(
-            'TRUST_FAILED',
-            `${spec.url}: the server sent more than the ${spec.length} bytes TUF declares`,
-            { details: { endlessData: true } },
-          );
+          tooLong = true;
+          break;
         }
         hash.update(chunk);
         offset += chunk.length;
-        pending.push(chunk);
-        pendingBytes += chunk.length;
-        if (pendingBytes >= WRITE_BATCH_BYTES) await flush();
+        await writer.push(chunk);
       }
-      await flush();
-      await fh.sync();
+      if (!tooLong) await writer.finish();
     } catch (err) {
       // What arrived before a reset is kept for the resume: write it out, then rethrow.
-      await flush().catch(() => undefined);
+      await writer.drain().catch(() => undefined);
       throw err;
     } finally {
       await fh.close().catch(() => undefined);
+    }
+    if (tooLong) {
+      res.abort();
+      await discard();
+      throw new OutpostError(
+        'TRUST_FAILED',
+        `${spec.url}: the server sent more than the ${spec.length} bytes TUF declares`,
+        { details: { endlessData: true } },
+      );
     }
     if (offset < spec.length)
       throw new OutpostError(
         'DOWNLOAD_FAILED',
         `${spec.url}: transfer ended at ${offset} of ${spec.length} bytes`,
       );
+    return hash;
   }
 }

@@ -4,7 +4,7 @@ import type { Metadata, Root, TargetFile, Targets } from '@tufjs/models';
 import { type Fetcher, Updater } from 'tuf-js';
 import { DownloadHTTPError, DownloadLengthMismatchError } from 'tuf-js/dist/error.js';
 import { OutpostError } from '../../shared/errors.ts';
-import { parseRoot, parseTargets, writeFileAtomic } from '../../shared/tuf/index.ts';
+import { parseRoot, parseTargets, writeFileAtomic, writeFilesAtomic } from '../../shared/tuf/index.ts';
 import type { Logger } from '../log.ts';
 import { type HttpClient, HttpStatusError } from './http.ts';
 
@@ -129,10 +129,13 @@ export class TrustClient {
   async refresh(): Promise<TrustedState> {
     const work = await mkdtemp(join(this.o.stateDir, '..', '.trust-work-'));
     try {
-      for (const f of TRUST_FILES)
-        await copyFile(join(this.o.stateDir, f), join(work, f)).catch((err: NodeJS.ErrnoException) => {
-          if (err.code !== 'ENOENT') throw err;
-        });
+      await Promise.all(
+        TRUST_FILES.map((f) =>
+          copyFile(join(this.o.stateDir, f), join(work, f)).catch((err: NodeJS.ErrnoException) => {
+            if (err.code !== 'ENOENT') throw err;
+          }),
+        ),
+      );
       const scratch = join(work, '.downloads');
       await mkdir(scratch);
       const referenceTime = this.referenceTime();
@@ -148,18 +151,23 @@ export class TrustClient {
       } catch (err) {
         failure = err;
       }
-      await this.commit(work);
       if (failure !== undefined) {
+        await this.commit(work);
         const name = (failure as Error).constructor?.name ?? 'Error';
         throw new OutpostError('TRUST_FAILED', `TUF refresh failed: ${name}: ${(failure as Error).message}`, {
           cause: failure,
           details: { tufError: name },
         });
       }
-      const root = parseRoot(await readFile(join(this.o.stateDir, 'root.json')));
-      const targets = parseTargets(await readFile(join(this.o.stateDir, 'targets.json')));
-      // tuf-js found everything fresh at max(clock, floor), so the clock is plausible: keep it.
-      await this.raiseFloor(this.o.now());
+      // tuf-js found everything fresh at max(clock, floor), so the clock is plausible: keep it,
+      // committed with the metadata (one directory fsync for all).
+      const floorMs = Math.max(this.floorMs, this.o.now());
+      const files = await this.commit(work, floorMs);
+      this.floorMs = floorMs;
+      const trusted = async (f: (typeof TRUST_FILES)[number]) =>
+        files.get(f) ?? (await readFile(join(this.o.stateDir, f)));
+      const root = parseRoot(await trusted('root.json'));
+      const targets = parseTargets(await trusted('targets.json'));
       return {
         root,
         targets,
@@ -171,15 +179,26 @@ export class TrustClient {
     }
   }
 
-  private async commit(work: string): Promise<void> {
+  /**
+   * Commits every trusted file tuf-js changed in `work` (and the time floor when given) to the
+   * state directory atomically; returns the bytes of every trusted file found in `work`.
+   */
+  private async commit(work: string, floorMs?: number): Promise<Map<string, Buffer>> {
     const names = new Set(await readdir(work));
-    for (const f of TRUST_FILES) {
-      if (!names.has(f)) continue;
-      const next = await readFile(join(work, f));
-      const prev = await readFile(join(this.o.stateDir, f)).catch(() => undefined);
-      if (prev?.equals(next)) continue;
-      await writeFileAtomic(join(this.o.stateDir, f), next);
-    }
+    const found = new Map<string, Buffer>();
+    const changed: Array<[string, Buffer]> = [];
+    await Promise.all(
+      TRUST_FILES.filter((f) => names.has(f)).map(async (f) => {
+        const next = await readFile(join(work, f));
+        found.set(f, next);
+        const prev = await readFile(join(this.o.stateDir, f)).catch(() => undefined);
+        if (!prev?.equals(next)) changed.push([f, next]);
+      }),
+    );
+    if (floorMs !== undefined && floorMs > this.floorMs)
+      changed.push([CLOCK_FILE, Buffer.from(JSON.stringify({ floorMs }))]);
+    await writeFilesAtomic(this.o.stateDir, changed);
+    return found;
   }
 }
 

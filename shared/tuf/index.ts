@@ -31,7 +31,8 @@
  *   .init(signedRoot, {targets, snapshot, timestamp}), .load(), .root/.targets/.snapshot/.timestamp
  *   .publishBundle(dir, signers), .addTargets(files, sources, signers), .removeTargets(paths, signers)
  *   .resignSnapshot(signers), .refreshTimestamp(signers), .writeRoot(md) (after rotateRoot)
- *   assertSafeTargetPath(path), targetUrlPath(target), writeFileAtomic(path, bytes)
+ *   assertSafeTargetPath(path), targetUrlPath(target), writeFileAtomic(path, bytes),
+ *   writeFilesAtomic(dir, [[name, bytes], …]) (one directory fsync for several files)
  *
  * Director (director.ts)
  *   document = {signed: {deviceId, version, expires, issuedAt?, targets: [{name, length, hashes: {sha256}, custom}]},

@@ -1,5 +1,5 @@
-import { copyFile, mkdir, open, readFile, rename } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { copyFile, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { Metadata, Root, Snapshot, TargetFile, Targets, Timestamp } from '@tufjs/models';
 import { OutpostError } from '../errors.ts';
 import { bundleTargetsFromDir } from './bundle-targets.ts';
@@ -52,17 +52,43 @@ export interface RepoExpiries {
 
 /** Writes a file whole or not at all: temp + fsync + rename + fsync of the directory. */
 export async function writeFileAtomic(path: string, data: Uint8Array): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-  const fh = await open(tmp, 'w', 0o644);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+  await writeFilesAtomic(dirname(path), [[basename(path), data]]);
+}
+
+/**
+ * writeFileAtomic for several files of one directory: the temps are written and fsynced side
+ * by side, then renamed, then the directory is fsynced once. Each file is whole or not replaced;
+ * a crash between two renames can leave some replaced and some not.
+ */
+export async function writeFilesAtomic(
+  dir: string,
+  files: ReadonlyArray<readonly [name: string, data: Uint8Array]>,
+): Promise<void> {
+  if (files.length === 0) return;
+  await mkdir(dir, { recursive: true });
+  const temps = files.map(([name, data]) => ({
+    tmp: join(dir, `${name}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`),
+    path: join(dir, name),
+    data,
+  }));
+  const written = await Promise.allSettled(
+    temps.map(async ({ tmp, data }) => {
+      const fh = await open(tmp, 'w', 0o644);
+      try {
+        await fh.writeFile(data);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    }),
+  );
+  const failed = written.find((r) => r.status === 'rejected');
+  if (failed !== undefined) {
+    await Promise.all(temps.map(({ tmp }) => rm(tmp, { force: true })));
+    throw failed.reason;
   }
-  await rename(tmp, path);
-  fsyncDir(dirname(path));
+  for (const { tmp, path } of temps) await rename(tmp, path);
+  fsyncDir(dir);
 }
 
 /**
