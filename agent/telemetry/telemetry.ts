@@ -2,7 +2,7 @@ import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from '../log.ts';
 import type { Publisher } from '../publisher.ts';
 import type { InferenceStats } from './inference-stats.ts';
-import { sampleSystem } from './system.ts';
+import { sampleSystemOffThread } from './system-sampler.ts';
 
 export type TelemetryKind = 'system' | 'runtime' | 'outbox';
 
@@ -57,7 +57,14 @@ export class Telemetry {
     kinds: readonly TelemetryKind[] = ['system', 'runtime', 'outbox'],
   ): Promise<Record<string, unknown>> {
     const body: Record<string, unknown> = {};
-    if (kinds.includes('system')) body.system = await sampleSystem(this.o.dataDir);
+    if (kinds.includes('system')) {
+      // A failed sample leaves `system` out; the other figures are still worth sending.
+      const system = await sampleSystemOffThread(this.o.dataDir).catch((err: unknown) => {
+        this.o.log.warn({ err }, 'system sample failed');
+        return undefined;
+      });
+      if (system !== undefined) body.system = system;
+    }
     if (kinds.includes('runtime'))
       body.runtime = { models: this.o.inference.snapshot(), ...this.o.runtime?.() };
     if (kinds.includes('outbox')) body.outbox = this.o.outbox();
