@@ -29,10 +29,21 @@ export {
   type StoredMessage,
 };
 
-interface Pending {
-  msg: OutboxMessage;
-  resolve: () => void;
-  reject: (e: Error) => void;
+/**
+ * A caller waiting for messages [from, to) of the pending list: told which of them were stored
+ * (the rest did not fit), or the error that stored none.
+ */
+interface Waiter {
+  from: number;
+  to: number;
+  settle: (stored: Uint8Array, from: number, to: number, error: Error | undefined) => void;
+}
+
+interface Ack {
+  seq: number;
+  bytes: number;
+  lane: Lane;
+  refused: boolean;
 }
 
 const ROW_OVERHEAD = 64;
@@ -41,6 +52,9 @@ const GONE_MEMORY = 4_096;
 type GoneReason = 'expired' | 'evicted_prediction' | 'evicted_telemetry';
 /** A burst grows one transaction up to this many batches before committing mid-turn. */
 const MAX_BATCH_FACTOR = 16;
+/** Acks waiting for their delete: at most this many, for at most this long. */
+const ACK_BATCH = 512;
+const ACK_DELAY_MS = 20;
 
 /**
  * The store-and-forward outbox. Every message is committed to SQLite before anything publishes
@@ -53,6 +67,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     | {
         insert: Statement;
         deleteSeq: Statement;
+        deleteRange: Statement;
         fetchLane: Statement;
         oldestInLane: Statement;
         expire: Statement;
@@ -60,10 +75,11 @@ export class Outbox extends EventEmitter<OutboxEvents> {
         countRows: Statement;
       }
     | undefined;
-  private pending: Pending[] = [];
+  private pending: OutboxMessage[] = [];
+  private waiters: Waiter[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
   private flushImmediate: NodeJS.Immediate | undefined;
-  private acks: Array<{ seq: number; bytes: number; lane: Lane; refused: boolean }> = [];
+  private acks: Ack[] = [];
   private ackTimer: NodeJS.Timeout | undefined;
   private rows = 0;
   private bytes = 0;
@@ -100,6 +116,8 @@ export class Outbox extends EventEmitter<OutboxEvents> {
         'INSERT INTO outbox (id, lane, topic, payload, qos, retain, boot_id, created_ms, expires_ms, props) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ),
       deleteSeq: db.prepare('DELETE FROM outbox WHERE seq = ?'),
+      // Acks arrive mostly in seq order: one statement per run of consecutive seqs, not per row.
+      deleteRange: db.prepare('DELETE FROM outbox WHERE seq BETWEEN ? AND ? RETURNING seq').pluck(),
       fetchLane: db
         .prepare(
           // INDEXED BY: with statistics SQLite may walk the rowid over every lane instead.
@@ -147,20 +165,59 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   enqueue(msg: OutboxMessage): Promise<void> {
     if (this.db === undefined) return Promise.reject(new OutpostError('SHUTTING_DOWN', 'outbox is closed'));
     return new Promise<void>((resolve, reject) => {
-      this.pending.push({ msg, resolve, reject });
-      const n = this.pending.length;
-      if (n >= this.options.batchSize * MAX_BATCH_FACTOR) this.flush();
-      else if (n >= this.options.batchSize) {
-        // A full batch commits at the end of this turn of the event loop, so a burst enqueued
-        // in one turn shares one fsync (which costs milliseconds on most disks).
-        if (this.flushImmediate === undefined) this.flushImmediate = setImmediate(() => this.flush());
-      } else if (this.flushTimer === undefined) {
-        this.flushTimer = setTimeout(() => this.flush(), this.options.maxDelayMs);
-      }
+      this.add([msg], (stored, from, _to, error) => {
+        if (error !== undefined) reject(error);
+        else if (stored[from] === 1) resolve();
+        else reject(this.fullError());
+      });
     });
   }
 
-  /** Commits everything waiting, in one transaction. Synchronous: no await inside a transaction. */
+  /**
+   * Enqueues several messages (kept in this order) for one promise: it resolves once they are
+   * committed to disk, with whether each was stored (false: the outbox is full of messages it may
+   * not evict; counted as rejected). Rejects only when the commit failed and none was stored.
+   */
+  enqueueMany(msgs: readonly OutboxMessage[]): Promise<boolean[]> {
+    if (this.db === undefined) return Promise.reject(new OutpostError('SHUTTING_DOWN', 'outbox is closed'));
+    if (msgs.length === 0) return Promise.resolve([]);
+    return new Promise<boolean[]>((resolve, reject) => {
+      this.add(msgs, (stored, from, to, error) => {
+        if (error !== undefined) {
+          reject(error);
+          return;
+        }
+        const out = new Array<boolean>(to - from);
+        for (let i = from; i < to; i++) out[i - from] = stored[i] === 1;
+        resolve(out);
+      });
+    });
+  }
+
+  private add(msgs: readonly OutboxMessage[], settle: Waiter['settle']): void {
+    const from = this.pending.length;
+    for (const m of msgs) this.pending.push(m);
+    const n = this.pending.length;
+    this.waiters.push({ from, to: n, settle });
+    if (n >= this.options.batchSize * MAX_BATCH_FACTOR) this.flush();
+    else if (n >= this.options.batchSize) {
+      // A full batch commits at the end of this turn of the event loop, so a burst enqueued
+      // in one turn shares one fsync (which costs milliseconds on most disks).
+      if (this.flushImmediate === undefined) this.flushImmediate = setImmediate(() => this.flush());
+    } else if (this.flushTimer === undefined) {
+      this.flushTimer = setTimeout(() => this.flush(), this.options.maxDelayMs);
+    }
+  }
+
+  private fullError(): OutpostError {
+    return new OutpostError('OUTBOX_FULL', `outbox is full (${this.rows} rows, ${this.bytes} bytes)`);
+  }
+
+  /**
+   * Commits everything waiting, in one transaction, together with the deletes of messages
+   * acknowledged since the last commit (one fsync for both). Synchronous: no await inside a
+   * transaction.
+   */
   flush(): void {
     if (this.flushTimer !== undefined) {
       clearTimeout(this.flushTimer);
@@ -171,30 +228,37 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       this.flushImmediate = undefined;
     }
     const batch = this.pending;
+    const waiters = this.waiters;
     if (batch.length === 0 || this.db === undefined) return;
     this.pending = [];
+    this.waiters = [];
+    const acks = this.takeAcks();
     const now = this.now();
-    const accepted: Pending[] = [];
-    const rejected: Pending[] = [];
-    const stored: StoredMessage[] = [];
+    const stored = new Uint8Array(batch.length);
+    const rows: StoredMessage[] = [];
+    let rejected = 0;
+    const insert = this.stmts!.insert;
+    const bootId = this.options.bootId;
     try {
       this.db.transaction(() => {
-        for (const p of batch) {
-          const m = p.msg;
+        // Acks first: their rows leave before the bounds are checked for the new ones.
+        if (acks.length > 0) this.deleteAcked(acks);
+        for (let i = 0; i < batch.length; i++) {
+          const m = batch[i] as OutboxMessage;
           const bytes = m.payload.length + Buffer.byteLength(m.topic) + ROW_OVERHEAD;
           if (!this.makeRoom(bytes, m.lane)) {
-            rejected.push(p);
+            rejected++;
             continue;
           }
           const ttl = m.ttlMs ?? (m.lane === 'control' ? 0 : this.options.ttlMs[m.lane]);
-          const info = this.stmts!.insert.run(
+          const info = insert.run(
             m.id,
             LANES[m.lane],
             m.topic,
             m.payload,
             m.qos,
             m.retain === true ? 1 : 0,
-            this.options.bootId,
+            bootId,
             now,
             ttl > 0 ? now + ttl : null,
             m.props === undefined ? null : JSON.stringify(m.props),
@@ -202,9 +266,8 @@ export class Outbox extends EventEmitter<OutboxEvents> {
           this.rows++;
           this.bytes += bytes;
           this.rowsByLane[m.lane]++;
-          accepted.push(p);
-          stored.push({
-            ...(m.props === undefined ? {} : { props: m.props }),
+          stored[i] = 1;
+          const row: StoredMessage = {
             seq: Number(info.lastInsertRowid),
             id: m.id,
             lane: m.lane,
@@ -212,26 +275,27 @@ export class Outbox extends EventEmitter<OutboxEvents> {
             payload: m.payload,
             qos: m.qos,
             retain: m.retain === true,
-            bootId: this.options.bootId,
+            bootId,
             bytes,
-          });
+          };
+          if (m.props !== undefined) row.props = m.props;
+          rows.push(row);
         }
-        this.counters.enqueued += accepted.length;
-        this.counters.rejected += rejected.length;
+        this.counters.enqueued += rows.length;
+        this.counters.rejected += rejected;
         this.saveCounters();
       })();
     } catch (err) {
       this.recount();
+      // The acks' deletes were rolled back with the rest: they are tried again on their own.
+      this.requeueAcks(acks);
       const error = new OutpostError('INTERNAL', `outbox commit failed: ${String(err)}`, { cause: err });
       this.options.log.error({ err }, 'outbox commit failed');
-      for (const p of batch) p.reject(error);
+      for (const w of waiters) w.settle(stored, w.from, w.to, error);
       return;
     }
-    for (const p of accepted) p.resolve();
-    for (const p of rejected) {
-      p.reject(new OutpostError('OUTBOX_FULL', `outbox is full (${this.rows} rows, ${this.bytes} bytes)`));
-    }
-    if (stored.length > 0) this.emit('committed', stored);
+    for (const w of waiters) w.settle(stored, w.from, w.to, undefined);
+    if (rows.length > 0) this.emit('committed', rows);
   }
 
   /** Evicts lower-priority rows (telemetry, then predictions) until `bytes` more fit. */
@@ -310,47 +374,94 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     return out;
   }
 
-  /** Marks a message delivered. Deletes are batched into one transaction. */
+  /**
+   * Marks a message delivered. Deletes are batched: they ride along with the next commit of new
+   * messages, or go in a transaction of their own after a short delay when nothing is enqueued.
+   */
   ack(msg: Pick<StoredMessage, 'seq' | 'bytes' | 'lane'>, refused = false): void {
     this.acks.push({ seq: msg.seq, bytes: msg.bytes, lane: msg.lane, refused });
-    if (this.acks.length >= 512) this.flushAcks();
-    else if (this.ackTimer === undefined) this.ackTimer = setTimeout(() => this.flushAcks(), 20);
+    // With new messages waiting, their commit (due within maxDelayMs) takes the deletes along.
+    if (this.pending.length > 0) return;
+    if (this.acks.length >= ACK_BATCH) this.flushAcks();
+    else this.ackTimer ??= setTimeout(() => this.ackDue(), ACK_DELAY_MS);
   }
 
-  flushAcks(): void {
+  private ackDue(): void {
+    this.ackTimer = undefined;
+    if (this.pending.length === 0) this.flushAcks();
+  }
+
+  private takeAcks(): Ack[] {
     if (this.ackTimer !== undefined) {
       clearTimeout(this.ackTimer);
       this.ackTimer = undefined;
     }
     const acks = this.acks;
-    if (acks.length === 0 || this.db === undefined) return;
     this.acks = [];
+    return acks;
+  }
+
+  private requeueAcks(acks: Ack[]): void {
+    if (acks.length === 0) return;
+    this.acks = acks.concat(this.acks);
+    this.ackTimer ??= setTimeout(() => this.ackDue(), ACK_DELAY_MS);
+  }
+
+  flushAcks(): void {
+    if (this.db === undefined) return;
+    const acks = this.takeAcks();
+    if (acks.length === 0) return;
     try {
       this.db.transaction(() => {
-        for (const a of acks) {
-          // A row already evicted or expired is not counted twice.
-          if (this.stmts!.deleteSeq.run(a.seq).changes === 0) {
-            // Evicted or expired while in flight, yet the broker took it: it is not missing.
-            const why = this.gone.get(a.seq);
-            if (why !== undefined) {
-              this.gone.delete(a.seq);
-              this.counters[why]--;
-              if (a.refused) this.counters.refused++;
-              else this.counters.sent++;
-            }
-            continue;
-          }
-          if (a.refused) this.counters.refused++;
-          else this.counters.sent++;
-          this.rows--;
-          this.bytes -= a.bytes;
-          this.rowsByLane[a.lane]--;
-        }
+        this.deleteAcked(acks);
         this.saveCounters();
       })();
     } catch (err) {
       this.recount();
       this.options.log.error({ err }, 'outbox delete failed; messages will be sent again');
+    }
+  }
+
+  /** Deletes acknowledged rows, a run of consecutive seqs per statement. Inside a transaction. */
+  private deleteAcked(acks: Ack[]): void {
+    acks.sort((a, b) => a.seq - b.seq);
+    let start = 0;
+    while (start < acks.length) {
+      let end = start + 1;
+      while (end < acks.length && (acks[end] as Ack).seq === (acks[end - 1] as Ack).seq + 1) end++;
+      const first = (acks[start] as Ack).seq;
+      const last = (acks[end - 1] as Ack).seq;
+      const deleted = this.stmts!.deleteRange.all(first, last) as number[];
+      if (deleted.length === end - start) {
+        for (let i = start; i < end; i++) this.acked(acks[i] as Ack, true);
+      } else {
+        // Some rows of the run were evicted or expired while in flight: settle each by whether
+        // its row was still there.
+        const present = new Set(deleted);
+        for (let i = start; i < end; i++) {
+          const a = acks[i] as Ack;
+          this.acked(a, present.has(a.seq));
+        }
+      }
+      start = end;
+    }
+  }
+
+  /** Counts one acknowledged message; `present`: its row was still there to delete. */
+  private acked(a: Ack, present: boolean): void {
+    if (!present) {
+      // Evicted or expired while in flight, yet the broker took it: it is not missing.
+      const why = this.gone.get(a.seq);
+      if (why === undefined) return;
+      this.gone.delete(a.seq);
+      this.counters[why]--;
+    }
+    if (a.refused) this.counters.refused++;
+    else this.counters.sent++;
+    if (present) {
+      this.rows--;
+      this.bytes -= a.bytes;
+      this.rowsByLane[a.lane]--;
     }
   }
 
@@ -408,7 +519,9 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     this.db?.close();
     this.db = undefined;
     this.stmts = undefined;
-    for (const p of this.pending) p.reject(new OutpostError('SHUTTING_DOWN', 'outbox is closed'));
+    const closed = new OutpostError('SHUTTING_DOWN', 'outbox is closed');
+    for (const w of this.waiters) w.settle(new Uint8Array(this.pending.length), w.from, w.to, closed);
     this.pending = [];
+    this.waiters = [];
   }
 }
