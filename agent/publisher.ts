@@ -41,11 +41,11 @@ export class Publisher {
     const topic = topics.pred(this.deviceId, model.name);
     const msgs: OutboxMessage[] = new Array(bodies.length);
     for (let i = 0; i < bodies.length; i++) {
-      const envelope = this.envelopes.make('prediction', bodies[i], model);
+      const { id, json } = this.envelopes.encode('prediction', bodies[i], model);
       msgs[i] = {
-        id: envelope.id,
+        id,
         topic,
-        payload: Buffer.from(JSON.stringify(envelope)),
+        payload: Buffer.from(json),
         lane: 'prediction',
         qos: 1,
       };
