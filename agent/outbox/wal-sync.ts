@@ -1,4 +1,4 @@
-import { closeSync, fsync, fsyncSync, openSync } from 'node:fs';
+import { closeSync, fdatasync, fdatasyncSync, openSync } from 'node:fs';
 
 interface Commit {
   /** The first seq the commit wrote; Infinity when it wrote no row. */
@@ -12,8 +12,8 @@ interface Commit {
  * one fsync of the WAL file after each commit (sqlite.org/pragma.html#pragma_synchronous), and
  * better-sqlite3 runs that fsync on the calling thread: every commit froze the agent for the
  * disk's flush time (milliseconds here), with MQTT, inference replies and HTTP waiting behind it.
- * So the connection runs NORMAL and this class does the same fsync of the WAL on libuv's thread
- * pool. Nothing that depends on a commit (the enqueue promise, the uplink publishing the rows, a
+ * So the connection runs NORMAL and this class does the same sync of the WAL on libuv's thread
+ * pool (fdatasync, as SQLite itself uses on Linux: the data and the size, not the timestamps). Nothing that depends on a commit (the enqueue promise, the uplink publishing the rows, a
  * backlog read) happens before the fsync that covers it has completed, so an acknowledged
  * message is on disk exactly as with FULL. One fsync runs at a time and covers every commit made
  * before it started: commits that arrive meanwhile share the next one, in order.
@@ -50,7 +50,7 @@ export class WalSync {
     const batch = this.waiting;
     this.waiting = [];
     this.running = batch;
-    fsync(fd, (err) => {
+    fdatasync(fd, (err) => {
       this.running = undefined;
       settle(batch, err ?? undefined);
       if (this.closeWhenIdle) this.closeNow();
@@ -64,7 +64,7 @@ export class WalSync {
     if (fd === undefined) return;
     let err: Error | undefined;
     try {
-      fsyncSync(fd);
+      fdatasyncSync(fd);
     } catch (e) {
       err = e instanceof Error ? e : new Error(String(e));
     }
