@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import Database, { type Database as Db, type Statement } from 'better-sqlite3';
+import Database, { type Database as Db } from 'better-sqlite3';
 import { OutpostError } from '../../shared/errors.ts';
+import { type Ack, AckQueue } from './ack-queue.ts';
 import { migrate, OUTBOX_MIGRATIONS } from './migrations.ts';
-import { WalSync } from './wal-sync.ts';
+import { type OutboxStatements, prepareStatements } from './statements.ts';
 import {
   LANE_NAMES,
   LANES,
@@ -17,6 +18,8 @@ import {
   type PublishProps,
   type StoredMessage,
 } from './types.ts';
+import { type Waiter, Waiting } from './waiting.ts';
+import { WalSync } from './wal-sync.ts';
 
 export {
   LANES,
@@ -30,32 +33,12 @@ export {
   type StoredMessage,
 };
 
-/**
- * A caller waiting for messages [from, to) of the pending list: told which of them were stored
- * (the rest did not fit), or the error that stored none.
- */
-interface Waiter {
-  from: number;
-  to: number;
-  settle: (stored: Uint8Array, from: number, to: number, error: Error | undefined) => void;
-}
-
-interface Ack {
-  seq: number;
-  bytes: number;
-  lane: Lane;
-  refused: boolean;
-}
-
 const ROW_OVERHEAD = 64;
 /** Dropped rows remembered for late acks: well above any in-flight window. */
 const GONE_MEMORY = 4_096;
 type GoneReason = 'expired' | 'evicted_prediction' | 'evicted_telemetry';
 /** A burst grows one transaction up to this many batches before committing mid-turn. */
 const MAX_BATCH_FACTOR = 16;
-/** Acks waiting for their delete: at most this many, for at most this long. */
-const ACK_BATCH = 512;
-const ACK_DELAY_MS = 20;
 
 /**
  * The store-and-forward outbox. Every message is committed to SQLite before anything publishes
@@ -65,24 +48,15 @@ const ACK_DELAY_MS = 20;
 export class Outbox extends EventEmitter<OutboxEvents> {
   private db: Db | undefined;
   private wal: WalSync | undefined;
-  private stmts:
-    | {
-        insert: Statement;
-        deleteSeq: Statement;
-        deleteRange: Statement;
-        fetchLane: Statement;
-        oldestInLane: Statement;
-        expire: Statement;
-        counter: Statement;
-        countRows: Statement;
-      }
-    | undefined;
-  private pending: OutboxMessage[] = [];
-  private waiters: Waiter[] = [];
+  private stmts: OutboxStatements | undefined;
+  private waiting = new Waiting();
   private flushTimer: NodeJS.Timeout | undefined;
   private flushImmediate: NodeJS.Immediate | undefined;
-  private acks: Ack[] = [];
-  private ackTimer: NodeJS.Timeout | undefined;
+  // With new messages waiting, their commit (due within maxDelayMs) takes the deletes along.
+  private readonly acks = new AckQueue(
+    () => this.flushAcks(),
+    () => this.waiting.length === 0,
+  );
   private rows = 0;
   private bytes = 0;
   private rowsByLane: Record<Lane, number> = { control: 0, prediction: 0, telemetry: 0 };
@@ -125,33 +99,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       }
     }
     this.db = db;
-    this.stmts = {
-      insert: db.prepare(
-        'INSERT INTO outbox (id, lane, topic, payload, qos, retain, boot_id, created_ms, expires_ms, props) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-      ),
-      deleteSeq: db.prepare('DELETE FROM outbox WHERE seq = ?'),
-      // Acks arrive mostly in seq order: one statement per run of consecutive seqs, not per row.
-      deleteRange: db.prepare('DELETE FROM outbox WHERE seq BETWEEN ? AND ? RETURNING seq').pluck(),
-      fetchLane: db
-        .prepare(
-          // INDEXED BY: with statistics SQLite may walk the rowid over every lane instead.
-          'SELECT seq, id, topic, payload, qos, retain, boot_id, props FROM outbox INDEXED BY outbox_lane_seq WHERE lane = ? AND seq > ? AND seq < ? AND (expires_ms IS NULL OR expires_ms > ?) ORDER BY seq LIMIT ?',
-        )
-        // Arrays, not objects: a backlog drain reads every row once, and this is ~3× faster.
-        .raw(true),
-      oldestInLane: db.prepare(
-        'SELECT seq, length(payload) + length(CAST(topic AS BLOB)) AS bytes FROM outbox INDEXED BY outbox_lane_seq WHERE lane = ? ORDER BY seq LIMIT ?',
-      ),
-      expire: db.prepare(
-        'DELETE FROM outbox WHERE expires_ms IS NOT NULL AND expires_ms <= ? RETURNING seq, lane, length(payload) + length(CAST(topic AS BLOB)) AS bytes',
-      ),
-      counter: db.prepare(
-        'INSERT INTO outbox_counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value',
-      ),
-      countRows: db.prepare(
-        'SELECT lane, count(*) AS n, coalesce(sum(length(payload) + length(CAST(topic AS BLOB))), 0) AS b FROM outbox GROUP BY lane',
-      ),
-    };
+    this.stmts = prepareStatements(db);
     for (const row of db.prepare('SELECT name, value FROM outbox_counters').all() as Array<{
       name: keyof OutboxCounters;
       value: number;
@@ -178,13 +126,9 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   /** Resolves once the message is committed to disk; rejects if it can never be stored. */
   enqueue(msg: OutboxMessage): Promise<void> {
     if (this.db === undefined) return Promise.reject(new OutpostError('SHUTTING_DOWN', 'outbox is closed'));
-    return new Promise<void>((resolve, reject) => {
-      this.add([msg], (stored, from, _to, error) => {
-        if (error !== undefined) reject(error);
-        else if (stored[from] === 1) resolve();
-        else reject(this.fullError());
-      });
-    });
+    const p = this.waiting.one(msg, () => this.fullError());
+    this.scheduleFlush();
+    return p;
   }
 
   /**
@@ -195,32 +139,19 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   enqueueMany(msgs: readonly OutboxMessage[]): Promise<boolean[]> {
     if (this.db === undefined) return Promise.reject(new OutpostError('SHUTTING_DOWN', 'outbox is closed'));
     if (msgs.length === 0) return Promise.resolve([]);
-    return new Promise<boolean[]>((resolve, reject) => {
-      this.add(msgs, (stored, from, to, error) => {
-        if (error !== undefined) {
-          reject(error);
-          return;
-        }
-        const out = new Array<boolean>(to - from);
-        for (let i = from; i < to; i++) out[i - from] = stored[i] === 1;
-        resolve(out);
-      });
-    });
+    const p = this.waiting.many(msgs);
+    this.scheduleFlush();
+    return p;
   }
 
-  private add(msgs: readonly OutboxMessage[], settle: Waiter['settle']): void {
-    const from = this.pending.length;
-    for (const m of msgs) this.pending.push(m);
-    const n = this.pending.length;
-    this.waiters.push({ from, to: n, settle });
+  private scheduleFlush(): void {
+    const n = this.waiting.length;
     if (n >= this.options.batchSize * MAX_BATCH_FACTOR) this.flush();
     else if (n >= this.options.batchSize) {
       // A full batch commits at the end of this turn of the event loop, so a burst enqueued
       // in one turn shares one fsync (which costs milliseconds on most disks).
-      if (this.flushImmediate === undefined) this.flushImmediate = setImmediate(() => this.flush());
-    } else if (this.flushTimer === undefined) {
-      this.flushTimer = setTimeout(() => this.flush(), this.options.maxDelayMs);
-    }
+      this.flushImmediate ??= setImmediate(() => this.flush());
+    } else this.flushTimer ??= setTimeout(() => this.flush(), this.options.maxDelayMs);
   }
 
   private fullError(): OutpostError {
@@ -241,12 +172,9 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       clearImmediate(this.flushImmediate);
       this.flushImmediate = undefined;
     }
-    const batch = this.pending;
-    const waiters = this.waiters;
-    if (batch.length === 0 || this.db === undefined) return;
-    this.pending = [];
-    this.waiters = [];
-    const acks = this.takeAcks();
+    if (this.waiting.length === 0 || this.db === undefined) return;
+    const { batch, waiters } = this.waiting.take();
+    const acks = this.acks.take();
     const now = this.now();
     const stored = new Uint8Array(batch.length);
     const rows: StoredMessage[] = [];
@@ -302,10 +230,10 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     } catch (err) {
       this.recount();
       // The acks' deletes were rolled back with the rest: they are tried again on their own.
-      this.requeueAcks(acks);
+      this.acks.requeue(acks);
       const error = new OutpostError('INTERNAL', `outbox commit failed: ${String(err)}`, { cause: err });
       this.options.log.error({ err }, 'outbox commit failed');
-      for (const w of waiters) w.settle(stored, w.from, w.to, error);
+      for (const w of waiters) w.settle(stored, error);
       return;
     }
     if (this.wal === undefined) this.committed(waiters, stored, rows, undefined);
@@ -316,14 +244,19 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   }
 
   /** A commit is on disk (or its sync failed): its callers hear of it, then the uplink may send it. */
-  private committed(waiters: Waiter[], stored: Uint8Array, rows: StoredMessage[], err: Error | undefined): void {
+  private committed(
+    waiters: Waiter[],
+    stored: Uint8Array,
+    rows: StoredMessage[],
+    err: Error | undefined,
+  ): void {
     if (err !== undefined) {
       this.options.log.error({ err }, 'outbox sync failed');
       const error = new OutpostError('INTERNAL', `outbox sync failed: ${String(err)}`, { cause: err });
-      for (const w of waiters) w.settle(stored, w.from, w.to, error);
+      for (const w of waiters) w.settle(stored, error);
       return;
     }
-    for (const w of waiters) w.settle(stored, w.from, w.to, undefined);
+    for (const w of waiters) w.settle(stored, undefined);
     if (rows.length > 0) this.emit('committed', rows);
   }
 
@@ -411,36 +344,11 @@ export class Outbox extends EventEmitter<OutboxEvents> {
    */
   ack(msg: Pick<StoredMessage, 'seq' | 'bytes' | 'lane'>, refused = false): void {
     this.acks.push({ seq: msg.seq, bytes: msg.bytes, lane: msg.lane, refused });
-    // With new messages waiting, their commit (due within maxDelayMs) takes the deletes along.
-    if (this.pending.length > 0) return;
-    if (this.acks.length >= ACK_BATCH) this.flushAcks();
-    else this.ackTimer ??= setTimeout(() => this.ackDue(), ACK_DELAY_MS);
-  }
-
-  private ackDue(): void {
-    this.ackTimer = undefined;
-    if (this.pending.length === 0) this.flushAcks();
-  }
-
-  private takeAcks(): Ack[] {
-    if (this.ackTimer !== undefined) {
-      clearTimeout(this.ackTimer);
-      this.ackTimer = undefined;
-    }
-    const acks = this.acks;
-    this.acks = [];
-    return acks;
-  }
-
-  private requeueAcks(acks: Ack[]): void {
-    if (acks.length === 0) return;
-    this.acks = acks.concat(this.acks);
-    this.ackTimer ??= setTimeout(() => this.ackDue(), ACK_DELAY_MS);
   }
 
   flushAcks(): void {
     if (this.db === undefined) return;
-    const acks = this.takeAcks();
+    const acks = this.acks.take();
     if (acks.length === 0) return;
     try {
       this.db.transaction(() => {
@@ -533,7 +441,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       ...this.counters,
       rows: this.rows,
       bytes: this.bytes,
-      pending: this.pending.length,
+      pending: this.waiting.length,
       rowsByLane: { ...this.rowsByLane },
     };
   }
@@ -552,9 +460,6 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     this.db?.close();
     this.db = undefined;
     this.stmts = undefined;
-    const closed = new OutpostError('SHUTTING_DOWN', 'outbox is closed');
-    for (const w of this.waiters) w.settle(new Uint8Array(this.pending.length), w.from, w.to, closed);
-    this.pending = [];
-    this.waiters = [];
+    this.waiting.fail(new OutpostError('SHUTTING_DOWN', 'outbox is closed'));
   }
 }

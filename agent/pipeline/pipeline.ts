@@ -5,8 +5,8 @@ import type { Logger } from '../log.ts';
 import { RateLimitedLog } from '../log.ts';
 import type { Publisher } from '../publisher.ts';
 import type { InferResult, ModelRegistry, ModelVersion } from '../runtime/registry.ts';
-import { decodeKeyed, type KeyedReadings, PayloadError } from './payload.ts';
 import { batchRows, inputShape, scaling } from './model-input.ts';
+import { decodeKeyed, type KeyedReadings, PayloadError } from './payload.ts';
 import { Postprocessor } from './postprocess.ts';
 import { Windower } from './window.ts';
 
@@ -269,7 +269,12 @@ export class PipelineRunner {
   }
 
   /** A chunk's outcome: its results go to the outbox, or its failure to the counters. Never throws. */
-  private conclude(windows: ReadyWindow[], r: InferResult | Error, outputName: string, started: number): void {
+  private conclude(
+    windows: ReadyWindow[],
+    r: InferResult | Error,
+    outputName: string,
+    started: number,
+  ): void {
     if (r instanceof Error) {
       this.fail(windows, r, started);
       return;
@@ -336,7 +341,8 @@ export class PipelineRunner {
         const failed = ok.filter((x) => !x).length;
         if (failed > 0) {
           this.counters.errors += failed;
-          const err = lost ?? new OutpostError('OUTBOX_FULL', `${refused} predictions did not fit the outbox`);
+          const err =
+            lost ?? new OutpostError('OUTBOX_FULL', `${refused} predictions did not fit the outbox`);
           const code = isOutpostError(err) ? err.code : 'error';
           this.warnOnce.warn(`run:${code}`, { model: this.o.model, err }, 'pipeline results not stored');
         }
