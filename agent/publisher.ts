@@ -1,6 +1,6 @@
 import type { EnvelopeFactory, EnvelopeType, ModelRef } from '../shared/envelope.ts';
 import { topics } from '../shared/topics.ts';
-import type { Lane, Outbox, PublishProps } from './outbox/outbox.ts';
+import type { Lane, Outbox, OutboxMessage, PublishProps } from './outbox/outbox.ts';
 
 /**
  * Everything the agent reports goes through here: wrapped in an envelope, committed to the
@@ -31,6 +31,26 @@ export class Publisher {
       ...(extra?.props === undefined ? {} : { props: extra.props }),
     };
     return this.outbox.enqueue(msg);
+  }
+
+  /**
+   * Several predictions of one model, committed together: one outbox call and one promise for
+   * the lot. Resolves with whether each was stored (false: the outbox was full).
+   */
+  predictions(model: ModelRef, bodies: readonly unknown[]): Promise<boolean[]> {
+    const topic = topics.pred(this.deviceId, model.name);
+    const msgs: OutboxMessage[] = new Array(bodies.length);
+    for (let i = 0; i < bodies.length; i++) {
+      const { id, json } = this.envelopes.encode('prediction', bodies[i], model);
+      msgs[i] = {
+        id,
+        topic,
+        payload: Buffer.from(json),
+        lane: 'prediction',
+        qos: 1,
+      };
+    }
+    return this.outbox.enqueueMany(msgs);
   }
 
   prediction(model: ModelRef, body: unknown): Promise<void> {

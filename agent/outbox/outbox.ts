@@ -1,9 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import Database, { type Database as Db, type Statement } from 'better-sqlite3';
+import Database, { type Database as Db } from 'better-sqlite3';
 import { OutpostError } from '../../shared/errors.ts';
+import { type Ack, AckQueue } from './ack-queue.ts';
 import { migrate, OUTBOX_MIGRATIONS } from './migrations.ts';
+import { type OutboxStatements, prepareStatements } from './statements.ts';
 import {
   LANE_NAMES,
   LANES,
@@ -16,6 +18,8 @@ import {
   type PublishProps,
   type StoredMessage,
 } from './types.ts';
+import { type Waiter, Waiting } from './waiting.ts';
+import { WalSync } from './wal-sync.ts';
 
 export {
   LANES,
@@ -28,12 +32,6 @@ export {
   type PublishProps,
   type StoredMessage,
 };
-
-interface Pending {
-  msg: OutboxMessage;
-  resolve: () => void;
-  reject: (e: Error) => void;
-}
 
 const ROW_OVERHEAD = 64;
 /** Dropped rows remembered for late acks: well above any in-flight window. */
@@ -49,22 +47,16 @@ const MAX_BATCH_FACTOR = 16;
  */
 export class Outbox extends EventEmitter<OutboxEvents> {
   private db: Db | undefined;
-  private stmts:
-    | {
-        insert: Statement;
-        deleteSeq: Statement;
-        fetchLane: Statement;
-        oldestInLane: Statement;
-        expire: Statement;
-        counter: Statement;
-        countRows: Statement;
-      }
-    | undefined;
-  private pending: Pending[] = [];
+  private wal: WalSync | undefined;
+  private stmts: OutboxStatements | undefined;
+  private waiting = new Waiting();
   private flushTimer: NodeJS.Timeout | undefined;
   private flushImmediate: NodeJS.Immediate | undefined;
-  private acks: Array<{ seq: number; bytes: number; lane: Lane; refused: boolean }> = [];
-  private ackTimer: NodeJS.Timeout | undefined;
+  // With new messages waiting, their commit (due within maxDelayMs) takes the deletes along.
+  private readonly acks = new AckQueue(
+    () => this.flushAcks(),
+    () => this.waiting.length === 0,
+  );
   private rows = 0;
   private bytes = 0;
   private rowsByLane: Record<Lane, number> = { control: 0, prediction: 0, telemetry: 0 };
@@ -90,36 +82,24 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     mkdirSync(dirname(this.options.path), { recursive: true, mode: 0o750 });
     const db = new Database(this.options.path);
     db.pragma('journal_mode = WAL');
-    // better-sqlite3 leaves WAL at NORMAL, which can lose committed rows on power loss.
-    db.pragma(`synchronous = ${this.options.synchronous}`);
+    // better-sqlite3 leaves WAL at NORMAL, which can lose committed rows on power loss. FULL's
+    // extra WAL fsync per commit is done by WalSync, off the event loop (see wal-sync.ts).
+    db.pragma('synchronous = NORMAL');
     db.pragma('busy_timeout = 5000');
     migrate(db, OUTBOX_MIGRATIONS);
+    if (this.options.synchronous === 'FULL') {
+      const wal = new WalSync(`${this.options.path}-wal`);
+      try {
+        wal.open();
+        this.wal = wal;
+      } catch (err) {
+        // No WAL file to sync separately: let SQLite sync each commit itself, on this thread.
+        this.options.log.warn({ err }, 'outbox WAL file not found; syncing each commit in place');
+        db.pragma('synchronous = FULL');
+      }
+    }
     this.db = db;
-    this.stmts = {
-      insert: db.prepare(
-        'INSERT INTO outbox (id, lane, topic, payload, qos, retain, boot_id, created_ms, expires_ms, props) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-      ),
-      deleteSeq: db.prepare('DELETE FROM outbox WHERE seq = ?'),
-      fetchLane: db
-        .prepare(
-          // INDEXED BY: with statistics SQLite may walk the rowid over every lane instead.
-          'SELECT seq, id, topic, payload, qos, retain, boot_id, props FROM outbox INDEXED BY outbox_lane_seq WHERE lane = ? AND seq > ? AND (expires_ms IS NULL OR expires_ms > ?) ORDER BY seq LIMIT ?',
-        )
-        // Arrays, not objects: a backlog drain reads every row once, and this is ~3× faster.
-        .raw(true),
-      oldestInLane: db.prepare(
-        'SELECT seq, length(payload) + length(CAST(topic AS BLOB)) AS bytes FROM outbox INDEXED BY outbox_lane_seq WHERE lane = ? ORDER BY seq LIMIT ?',
-      ),
-      expire: db.prepare(
-        'DELETE FROM outbox WHERE expires_ms IS NOT NULL AND expires_ms <= ? RETURNING seq, lane, length(payload) + length(CAST(topic AS BLOB)) AS bytes',
-      ),
-      counter: db.prepare(
-        'INSERT INTO outbox_counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value',
-      ),
-      countRows: db.prepare(
-        'SELECT lane, count(*) AS n, coalesce(sum(length(payload) + length(CAST(topic AS BLOB))), 0) AS b FROM outbox GROUP BY lane',
-      ),
-    };
+    this.stmts = prepareStatements(db);
     for (const row of db.prepare('SELECT name, value FROM outbox_counters').all() as Array<{
       name: keyof OutboxCounters;
       value: number;
@@ -146,21 +126,43 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   /** Resolves once the message is committed to disk; rejects if it can never be stored. */
   enqueue(msg: OutboxMessage): Promise<void> {
     if (this.db === undefined) return Promise.reject(new OutpostError('SHUTTING_DOWN', 'outbox is closed'));
-    return new Promise<void>((resolve, reject) => {
-      this.pending.push({ msg, resolve, reject });
-      const n = this.pending.length;
-      if (n >= this.options.batchSize * MAX_BATCH_FACTOR) this.flush();
-      else if (n >= this.options.batchSize) {
-        // A full batch commits at the end of this turn of the event loop, so a burst enqueued
-        // in one turn shares one fsync (which costs milliseconds on most disks).
-        if (this.flushImmediate === undefined) this.flushImmediate = setImmediate(() => this.flush());
-      } else if (this.flushTimer === undefined) {
-        this.flushTimer = setTimeout(() => this.flush(), this.options.maxDelayMs);
-      }
-    });
+    const p = this.waiting.one(msg, () => this.fullError());
+    this.scheduleFlush();
+    return p;
   }
 
-  /** Commits everything waiting, in one transaction. Synchronous: no await inside a transaction. */
+  /**
+   * Enqueues several messages (kept in this order) for one promise: it resolves once they are
+   * committed to disk, with whether each was stored (false: the outbox is full of messages it may
+   * not evict; counted as rejected). Rejects only when the commit failed and none was stored.
+   */
+  enqueueMany(msgs: readonly OutboxMessage[]): Promise<boolean[]> {
+    if (this.db === undefined) return Promise.reject(new OutpostError('SHUTTING_DOWN', 'outbox is closed'));
+    if (msgs.length === 0) return Promise.resolve([]);
+    const p = this.waiting.many(msgs);
+    this.scheduleFlush();
+    return p;
+  }
+
+  private scheduleFlush(): void {
+    const n = this.waiting.length;
+    if (n >= this.options.batchSize * MAX_BATCH_FACTOR) this.flush();
+    else if (n >= this.options.batchSize) {
+      // A full batch commits at the end of this turn of the event loop, so a burst enqueued
+      // in one turn shares one fsync (which costs milliseconds on most disks).
+      this.flushImmediate ??= setImmediate(() => this.flush());
+    } else this.flushTimer ??= setTimeout(() => this.flush(), this.options.maxDelayMs);
+  }
+
+  private fullError(): OutpostError {
+    return new OutpostError('OUTBOX_FULL', `outbox is full (${this.rows} rows, ${this.bytes} bytes)`);
+  }
+
+  /**
+   * Commits everything waiting, in one transaction, together with the deletes of messages
+   * acknowledged since the last commit (one fsync for both). Synchronous: no await inside a
+   * transaction.
+   */
   flush(): void {
     if (this.flushTimer !== undefined) {
       clearTimeout(this.flushTimer);
@@ -170,31 +172,35 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       clearImmediate(this.flushImmediate);
       this.flushImmediate = undefined;
     }
-    const batch = this.pending;
-    if (batch.length === 0 || this.db === undefined) return;
-    this.pending = [];
+    if (this.waiting.length === 0 || this.db === undefined) return;
+    const { batch, waiters } = this.waiting.take();
+    const acks = this.acks.take();
     const now = this.now();
-    const accepted: Pending[] = [];
-    const rejected: Pending[] = [];
-    const stored: StoredMessage[] = [];
+    const stored = new Uint8Array(batch.length);
+    const rows: StoredMessage[] = [];
+    let rejected = 0;
+    const insert = this.stmts!.insert;
+    const bootId = this.options.bootId;
     try {
       this.db.transaction(() => {
-        for (const p of batch) {
-          const m = p.msg;
+        // Acks first: their rows leave before the bounds are checked for the new ones.
+        if (acks.length > 0) this.deleteAcked(acks);
+        for (let i = 0; i < batch.length; i++) {
+          const m = batch[i] as OutboxMessage;
           const bytes = m.payload.length + Buffer.byteLength(m.topic) + ROW_OVERHEAD;
           if (!this.makeRoom(bytes, m.lane)) {
-            rejected.push(p);
+            rejected++;
             continue;
           }
           const ttl = m.ttlMs ?? (m.lane === 'control' ? 0 : this.options.ttlMs[m.lane]);
-          const info = this.stmts!.insert.run(
+          const info = insert.run(
             m.id,
             LANES[m.lane],
             m.topic,
             m.payload,
             m.qos,
             m.retain === true ? 1 : 0,
-            this.options.bootId,
+            bootId,
             now,
             ttl > 0 ? now + ttl : null,
             m.props === undefined ? null : JSON.stringify(m.props),
@@ -202,9 +208,8 @@ export class Outbox extends EventEmitter<OutboxEvents> {
           this.rows++;
           this.bytes += bytes;
           this.rowsByLane[m.lane]++;
-          accepted.push(p);
-          stored.push({
-            ...(m.props === undefined ? {} : { props: m.props }),
+          stored[i] = 1;
+          const row: StoredMessage = {
             seq: Number(info.lastInsertRowid),
             id: m.id,
             lane: m.lane,
@@ -212,26 +217,47 @@ export class Outbox extends EventEmitter<OutboxEvents> {
             payload: m.payload,
             qos: m.qos,
             retain: m.retain === true,
-            bootId: this.options.bootId,
+            bootId,
             bytes,
-          });
+          };
+          if (m.props !== undefined) row.props = m.props;
+          rows.push(row);
         }
-        this.counters.enqueued += accepted.length;
-        this.counters.rejected += rejected.length;
+        this.counters.enqueued += rows.length;
+        this.counters.rejected += rejected;
         this.saveCounters();
       })();
     } catch (err) {
       this.recount();
+      // The acks' deletes were rolled back with the rest: they are tried again on their own.
+      this.acks.requeue(acks);
       const error = new OutpostError('INTERNAL', `outbox commit failed: ${String(err)}`, { cause: err });
       this.options.log.error({ err }, 'outbox commit failed');
-      for (const p of batch) p.reject(error);
+      for (const w of waiters) w.settle(stored, error);
       return;
     }
-    for (const p of accepted) p.resolve();
-    for (const p of rejected) {
-      p.reject(new OutpostError('OUTBOX_FULL', `outbox is full (${this.rows} rows, ${this.bytes} bytes)`));
+    if (this.wal === undefined) this.committed(waiters, stored, rows, undefined);
+    else
+      this.wal.after(rows[0]?.seq ?? Number.POSITIVE_INFINITY, (err) =>
+        this.committed(waiters, stored, rows, err),
+      );
+  }
+
+  /** A commit is on disk (or its sync failed): its callers hear of it, then the uplink may send it. */
+  private committed(
+    waiters: Waiter[],
+    stored: Uint8Array,
+    rows: StoredMessage[],
+    err: Error | undefined,
+  ): void {
+    if (err !== undefined) {
+      this.options.log.error({ err }, 'outbox sync failed');
+      const error = new OutpostError('INTERNAL', `outbox sync failed: ${String(err)}`, { cause: err });
+      for (const w of waiters) w.settle(stored, error);
+      return;
     }
-    if (stored.length > 0) this.emit('committed', stored);
+    for (const w of waiters) w.settle(stored, undefined);
+    if (rows.length > 0) this.emit('committed', rows);
   }
 
   /** Evicts lower-priority rows (telemetry, then predictions) until `bytes` more fit. */
@@ -278,7 +304,9 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   /** Committed messages of one lane after `afterSeq`, oldest first, skipping expired ones (expire() counts them). */
   fetch(lane: Lane, afterSeq: number, limit: number): StoredMessage[] {
     if (this.stmts === undefined) return [];
-    const rows = this.stmts.fetchLane.all(LANES[lane], afterSeq, this.now(), limit) as Array<
+    // Rows whose commit is not yet on disk are not handed out: they come with 'committed'.
+    const before = Math.min(this.wal?.unsyncedFrom ?? Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+    const rows = this.stmts.fetchLane.all(LANES[lane], afterSeq, before, this.now(), limit) as Array<
       [
         seq: number,
         id: string,
@@ -310,47 +338,69 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     return out;
   }
 
-  /** Marks a message delivered. Deletes are batched into one transaction. */
+  /**
+   * Marks a message delivered. Deletes are batched: they ride along with the next commit of new
+   * messages, or go in a transaction of their own after a short delay when nothing is enqueued.
+   */
   ack(msg: Pick<StoredMessage, 'seq' | 'bytes' | 'lane'>, refused = false): void {
     this.acks.push({ seq: msg.seq, bytes: msg.bytes, lane: msg.lane, refused });
-    if (this.acks.length >= 512) this.flushAcks();
-    else if (this.ackTimer === undefined) this.ackTimer = setTimeout(() => this.flushAcks(), 20);
   }
 
   flushAcks(): void {
-    if (this.ackTimer !== undefined) {
-      clearTimeout(this.ackTimer);
-      this.ackTimer = undefined;
-    }
-    const acks = this.acks;
-    if (acks.length === 0 || this.db === undefined) return;
-    this.acks = [];
+    if (this.db === undefined) return;
+    const acks = this.acks.take();
+    if (acks.length === 0) return;
     try {
       this.db.transaction(() => {
-        for (const a of acks) {
-          // A row already evicted or expired is not counted twice.
-          if (this.stmts!.deleteSeq.run(a.seq).changes === 0) {
-            // Evicted or expired while in flight, yet the broker took it: it is not missing.
-            const why = this.gone.get(a.seq);
-            if (why !== undefined) {
-              this.gone.delete(a.seq);
-              this.counters[why]--;
-              if (a.refused) this.counters.refused++;
-              else this.counters.sent++;
-            }
-            continue;
-          }
-          if (a.refused) this.counters.refused++;
-          else this.counters.sent++;
-          this.rows--;
-          this.bytes -= a.bytes;
-          this.rowsByLane[a.lane]--;
-        }
+        this.deleteAcked(acks);
         this.saveCounters();
       })();
     } catch (err) {
       this.recount();
       this.options.log.error({ err }, 'outbox delete failed; messages will be sent again');
+    }
+  }
+
+  /** Deletes acknowledged rows, a run of consecutive seqs per statement. Inside a transaction. */
+  private deleteAcked(acks: Ack[]): void {
+    acks.sort((a, b) => a.seq - b.seq);
+    let start = 0;
+    while (start < acks.length) {
+      let end = start + 1;
+      while (end < acks.length && (acks[end] as Ack).seq === (acks[end - 1] as Ack).seq + 1) end++;
+      const first = (acks[start] as Ack).seq;
+      const last = (acks[end - 1] as Ack).seq;
+      const deleted = this.stmts!.deleteRange.all(first, last) as number[];
+      if (deleted.length === end - start) {
+        for (let i = start; i < end; i++) this.acked(acks[i] as Ack, true);
+      } else {
+        // Some rows of the run were evicted or expired while in flight: settle each by whether
+        // its row was still there.
+        const present = new Set(deleted);
+        for (let i = start; i < end; i++) {
+          const a = acks[i] as Ack;
+          this.acked(a, present.has(a.seq));
+        }
+      }
+      start = end;
+    }
+  }
+
+  /** Counts one acknowledged message; `present`: its row was still there to delete. */
+  private acked(a: Ack, present: boolean): void {
+    if (!present) {
+      // Evicted or expired while in flight, yet the broker took it: it is not missing.
+      const why = this.gone.get(a.seq);
+      if (why === undefined) return;
+      this.gone.delete(a.seq);
+      this.counters[why]--;
+    }
+    if (a.refused) this.counters.refused++;
+    else this.counters.sent++;
+    if (present) {
+      this.rows--;
+      this.bytes -= a.bytes;
+      this.rowsByLane[a.lane]--;
     }
   }
 
@@ -391,7 +441,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       ...this.counters,
       rows: this.rows,
       bytes: this.bytes,
-      pending: this.pending.length,
+      pending: this.waiting.length,
       rowsByLane: { ...this.rowsByLane },
     };
   }
@@ -405,10 +455,11 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     if (this.expireTimer !== undefined) clearInterval(this.expireTimer);
     this.flush();
     this.flushAcks();
+    this.wal?.close();
+    this.wal = undefined;
     this.db?.close();
     this.db = undefined;
     this.stmts = undefined;
-    for (const p of this.pending) p.reject(new OutpostError('SHUTTING_DOWN', 'outbox is closed'));
-    this.pending = [];
+    this.waiting.fail(new OutpostError('SHUTTING_DOWN', 'outbox is closed'));
   }
 }

@@ -67,7 +67,7 @@ export class PipelineManager {
         detach = this.o.bus.add({
           filter: source.topic,
           keyCapture: source.key,
-          deliver: (key, payload) => void runner.ingest(key, payload),
+          deliver: (key, payload) => runner.feed(key, payload),
         });
       }
     }

@@ -1,10 +1,11 @@
-import { isOutpostError } from '../../shared/errors.ts';
+import { isOutpostError, OutpostError } from '../../shared/errors.ts';
 import type { Pipeline as PipelineSpec } from '../../shared/pipeline/schema.ts';
 import type { Tensor } from '../../shared/tensor.ts';
 import type { Logger } from '../log.ts';
 import { RateLimitedLog } from '../log.ts';
 import type { Publisher } from '../publisher.ts';
-import type { ModelRegistry, ModelVersion } from '../runtime/registry.ts';
+import type { InferResult, ModelRegistry, ModelVersion } from '../runtime/registry.ts';
+import { batchRows, inputShape, scaling } from './model-input.ts';
 import { decodeKeyed, type KeyedReadings, PayloadError } from './payload.ts';
 import { Postprocessor } from './postprocess.ts';
 import { Windower } from './window.ts';
@@ -53,10 +54,31 @@ export interface IngestResult {
   stopped?: true;
 }
 
+/** Tracks one ingest() call: its result settles once every window it completed has. */
+interface Tracker {
+  result: IngestResult;
+  open: number;
+  resolve: ((r: IngestResult) => void) | undefined;
+}
+
+/** A window waiting for inference, scaled already. */
+interface ReadyWindow {
+  key: string;
+  data: Float32Array;
+  track: Tracker | undefined;
+}
+
 /**
  * Runs one model's declarative pipeline: readings → per-key windows → scaling → inference →
  * postprocessing → outbox. Malformed input is counted and logged at most once a minute, never
  * thrown; when inference falls behind, windows are dropped and counted, not queued forever.
+ *
+ * Windows that become ready in the same turn of the event loop (a burst of sensor messages read
+ * from one socket chunk) go to the model as one request of many rows where the model batches
+ * (its first dimension is a batch dimension and the runtime has a batch policy for it): one
+ * worker round trip, one outbox write and one promise for the lot instead of one per window.
+ * Chunks are committed to the outbox in the order they were formed, so predictions keep the
+ * order of their readings even when two workers finish out of order.
  */
 export class PipelineRunner {
   readonly counters: PipelineCounters = {
@@ -73,12 +95,17 @@ export class PipelineRunner {
   private readonly post: Postprocessor;
   private readonly scaleOffset: Float32Array;
   private readonly scaleFactor: Float32Array;
+  private readonly scaled: boolean;
   private readonly warnOnce: RateLimitedLog;
   private inFlight = 0;
   private readonly lastEmit = new Map<string, number>();
   private readonly now: () => number;
   private stopped = false;
   private readonly idle: Array<() => void> = [];
+  private ready: ReadyWindow[] = [];
+  private flushing: NodeJS.Immediate | undefined;
+  /** The last chunk's commit step: the next chunk commits after it. */
+  private tail: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: PipelineOptions) {
     const { window } = o.spec;
@@ -87,6 +114,7 @@ export class PipelineRunner {
     this.warnOnce = new RateLimitedLog(o.log, o.logIntervalMs ?? 60_000);
     this.now = o.now ?? Date.now;
     [this.scaleOffset, this.scaleFactor] = scaling(o.spec, window.channels);
+    this.scaled = o.spec.scale !== undefined;
   }
 
   get spec(): PipelineSpec {
@@ -104,6 +132,21 @@ export class PipelineRunner {
       result.stopped = true;
       return Promise.resolve(result);
     }
+    const track: Tracker = { result, open: 0, resolve: undefined };
+    this.accept(key, body, track);
+    if (track.open === 0) return Promise.resolve(result);
+    // Windows finish no earlier than the next turn (see schedule()), so this is set in time.
+    return new Promise((resolve) => {
+      track.resolve = resolve;
+    });
+  }
+
+  /** Feeds one message whose outcome nobody waits for (the MQTT sensor bus): no result, no promise. */
+  feed(key: string, body: Buffer | string): void {
+    if (!this.stopped) this.accept(key, body, undefined);
+  }
+
+  private accept(key: string, body: Buffer | string, track: Tracker | undefined): void {
     const source = this.o.spec.source;
     let records: KeyedReadings[];
     try {
@@ -123,107 +166,213 @@ export class PipelineRunner {
         { model: this.o.model, key, reason, malformed: this.counters.malformed },
         'malformed sensor payload dropped',
       );
-      result.malformed = reason;
-      return Promise.resolve(result);
+      if (track !== undefined) track.result.malformed = reason;
+      return;
     }
-    const runs: Array<Promise<void>> = [];
     for (const record of records) {
-      for (const r of record.readings) {
-        result.readings++;
-        const run = this.push(record.key, r, result);
-        if (run !== undefined) runs.push(run);
-      }
+      for (const r of record.readings) this.push(record.key, r, track);
     }
-    if (runs.length === 0) return Promise.resolve(result);
-    return Promise.all(runs).then(() => result);
   }
 
-  /** Adds one reading; returns the window's run when the reading completed a window. */
-  push(key: string, reading: readonly number[], result?: IngestResult): Promise<void> | undefined {
-    if (this.stopped) return undefined;
+  /** Adds one reading; a window it completes joins this turn's inference chunk. */
+  private push(key: string, reading: readonly number[], track: Tracker | undefined): void {
     this.counters.readings++;
+    if (track !== undefined) track.result.readings++;
     const window = this.windower.push(key, reading);
-    if (window === undefined) return undefined;
+    if (window === undefined) return;
     this.counters.windows++;
-    if (result !== undefined) result.windows++;
+    if (track !== undefined) track.result.windows++;
     const limit = this.o.spec.rateLimit;
     if (limit !== undefined) {
       const at = this.now();
       const last = this.lastEmit.get(key);
       if (last !== undefined && at - last < 1000 / limit) {
         this.counters.droppedRate++;
-        if (result !== undefined) result.dropped++;
-        return undefined;
+        if (track !== undefined) track.result.dropped++;
+        return;
       }
       this.lastEmit.set(key, at);
     }
     if (this.inFlight >= this.o.bufferLimit) {
       this.counters.droppedBuffer++;
-      if (result !== undefined) result.dropped++;
+      if (track !== undefined) track.result.dropped++;
       this.warnOnce.warn(
         'buffer',
         { model: this.o.model, dropped: this.counters.droppedBuffer },
         'inference is behind; windows dropped',
       );
-      return undefined;
+      return;
     }
     this.inFlight++;
-    return this.run(key, window).then((ok) => {
-      if (result !== undefined) {
-        if (ok) result.committed++;
-        else result.failed++;
-      }
-      this.inFlight--;
-      if (this.inFlight === 0) for (const wake of this.idle.splice(0)) wake();
-    });
+    if (track !== undefined) track.open++;
+    if (this.scaled) this.scale(window);
+    this.ready.push({ key, data: window, track });
+    // setImmediate, not a microtask: it runs after every message read in this turn has been fed.
+    this.flushing ??= setImmediate(() => this.flush());
   }
 
-  /** Scales, infers, postprocesses and commits one window; false when any step failed. */
-  private async run(key: string, window: Float32Array): Promise<boolean> {
+  private scale(window: Float32Array): void {
+    const channels = this.o.spec.window.channels;
     for (let i = 0; i < window.length; i++) {
-      const c = i % this.o.spec.window.channels;
+      const c = i % channels;
       window[i] = ((window[i] as number) - (this.scaleOffset[c] as number)) * (this.scaleFactor[c] as number);
     }
+  }
+
+  /** Sends this turn's windows to the model, as few requests as its batch policy allows. */
+  private flush(): void {
+    this.flushing = undefined;
+    const windows = this.ready;
+    if (windows.length === 0) return;
+    this.ready = [];
     const model = this.o.registry.current(this.o.model);
     if (model === undefined) {
-      this.counters.errors++;
+      this.counters.errors += windows.length;
       this.warnOnce.warn('no-model', { model: this.o.model }, 'no ready version of the pipeline model');
-      return false;
+      this.finish(windows, undefined);
+      return;
     }
-    const started = performance.now();
-    let inferred = false;
+    let shape: number[];
     try {
-      const input: Tensor = { datatype: 'FP32', shape: inputShape(model, this.o.spec), data: window };
-      const outputName = this.o.spec.output ?? model.outputs[0]?.name ?? '';
-      const result = await this.o.registry.infer(model.name, model.version, { [this.o.spec.input]: input }, [
-        outputName,
-      ]);
-      inferred = true;
-      this.o.observe?.(this.o.model, performance.now() - started, true);
-      const out = result.outputs[outputName];
-      if (out === undefined || Array.isArray(out.data))
-        throw new Error(`output ${outputName} is missing or not numeric`);
-      const values = Array.from(out.data as ArrayLike<number | bigint>, Number);
-      const { body, event } = this.post.apply(key, values);
-      const full = { key, ...body };
-      const writes: Array<Promise<void>> = [];
-      if (this.o.spec.publish === 'all') writes.push(this.o.publisher.prediction(result.model.ref, full));
-      if (event !== undefined) writes.push(this.o.publisher.event(event.type, event.body, result.model.ref));
-      await Promise.all(writes);
-      // Counted once committed: the counters say what the outbox holds, not what was attempted.
-      if (this.o.spec.publish === 'all') this.counters.predictions++;
-      if (event !== undefined) this.counters.events++;
-      return true;
+      shape = inputShape(model, this.o.spec);
     } catch (err) {
-      // A full inference queue is back-pressure, not a fault: the window is dropped and counted
-      // like one the pipeline's own buffer refused.
-      if (isOutpostError(err, 'QUEUE_FULL')) this.counters.droppedBuffer++;
-      else this.counters.errors++;
-      if (!inferred) this.o.observe?.(this.o.model, performance.now() - started, false);
-      const code = isOutpostError(err) ? err.code : 'error';
-      this.warnOnce.warn(`run:${code}`, { model: this.o.model, err }, 'pipeline inference failed');
-      return false;
+      this.fail(windows, err, performance.now());
+      return;
     }
+    const rows = batchRows(model, this.o.spec);
+    for (let i = 0; i < windows.length; i += rows) this.run(model, shape, windows.slice(i, i + rows));
+  }
+
+  /** Infers one chunk of windows (one request), then commits its results after the chunk before it. */
+  private run(model: ModelVersion, shape: number[], windows: ReadyWindow[]): void {
+    const started = performance.now();
+    const n = windows.length;
+    let data: Float32Array;
+    if (n === 1) data = (windows[0] as ReadyWindow).data;
+    else {
+      const width = (windows[0] as ReadyWindow).data.length;
+      data = new Float32Array(n * width);
+      for (let i = 0; i < n; i++) data.set((windows[i] as ReadyWindow).data, i * width);
+    }
+    const outputName = this.o.spec.output ?? model.outputs[0]?.name ?? '';
+    const input: Tensor = { datatype: 'FP32', shape: n === 1 ? shape : [n, ...shape.slice(1)], data };
+    const inferred = this.o.registry.infer(model.name, model.version, { [this.o.spec.input]: input }, [
+      outputName,
+    ]);
+    const settled = inferred.then(
+      (r) => r,
+      (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
+    );
+    // Only the hand-over to the outbox waits for the previous chunk; the commits to disk of
+    // consecutive chunks still share fsyncs.
+    this.tail = this.tail.then(() => settled).then((r) => this.conclude(windows, r, outputName, started));
+  }
+
+  /** A chunk's outcome: its results go to the outbox, or its failure to the counters. Never throws. */
+  private conclude(
+    windows: ReadyWindow[],
+    r: InferResult | Error,
+    outputName: string,
+    started: number,
+  ): void {
+    if (r instanceof Error) {
+      this.fail(windows, r, started);
+      return;
+    }
+    try {
+      this.o.observe?.(this.o.model, performance.now() - started, true);
+      this.commit(windows, r, outputName).catch((err: unknown) => this.fail(windows, err, started, true));
+    } catch (err) {
+      this.fail(windows, err, started, true);
+    }
+  }
+
+  /**
+   * Postprocesses a chunk's output rows and hands them to the outbox in one call. Returns the
+   * promise of the commit (the windows are finished when it settles).
+   */
+  private commit(windows: ReadyWindow[], result: InferResult, outputName: string): Promise<void> {
+    const out = result.outputs[outputName];
+    if (out === undefined || Array.isArray(out.data))
+      throw new Error(`output ${outputName} is missing or not numeric`);
+    const n = windows.length;
+    const data = out.data as ArrayLike<number | bigint>;
+    if (data.length % n !== 0 || (n > 1 && out.shape[0] !== n))
+      throw new Error(`output ${outputName} has shape [${out.shape.join(',')}] for ${n} windows`);
+    const width = data.length / n;
+    const publishAll = this.o.spec.publish === 'all';
+    const bodies: Array<Record<string, unknown>> = [];
+    // Threshold events are rare: kept with the window that raised them.
+    const events: Array<{ window: number; written: Promise<unknown> }> = [];
+    for (let i = 0; i < n; i++) {
+      const w = windows[i] as ReadyWindow;
+      const values = new Array<number>(width);
+      for (let j = 0; j < width; j++) values[j] = Number(data[i * width + j]);
+      const { body, event } = this.post.apply(w.key, values);
+      if (publishAll) bodies.push({ key: w.key, ...body });
+      if (event !== undefined) {
+        const written = this.o.publisher.event(event.type, event.body, result.model.ref);
+        events.push({ window: i, written: written.then(() => true) });
+      }
+    }
+    const predictions = publishAll ? this.o.publisher.predictions(result.model.ref, bodies) : undefined;
+    return Promise.all([predictions, Promise.allSettled(events.map((e) => e.written))]).then(
+      ([stored, written]) => {
+        const ok = new Array<boolean>(n).fill(true);
+        let refused = 0;
+        if (stored !== undefined) {
+          for (let i = 0; i < n; i++) {
+            if (stored[i] === true) this.counters.predictions++;
+            else {
+              ok[i] = false;
+              refused++;
+            }
+          }
+        }
+        let lost: unknown;
+        for (let e = 0; e < events.length; e++) {
+          const r = written[e];
+          if (r?.status === 'fulfilled') this.counters.events++;
+          else {
+            lost = r?.reason;
+            ok[(events[e] as { window: number }).window] = false;
+          }
+        }
+        const failed = ok.filter((x) => !x).length;
+        if (failed > 0) {
+          this.counters.errors += failed;
+          const err =
+            lost ?? new OutpostError('OUTBOX_FULL', `${refused} predictions did not fit the outbox`);
+          const code = isOutpostError(err) ? err.code : 'error';
+          this.warnOnce.warn(`run:${code}`, { model: this.o.model, err }, 'pipeline results not stored');
+        }
+        this.finish(windows, ok);
+      },
+    );
+  }
+
+  private fail(windows: ReadyWindow[], err: unknown, started: number, inferred = false): void {
+    // A full inference queue is back-pressure, not a fault: the windows are dropped and counted
+    // like ones the pipeline's own buffer refused.
+    if (isOutpostError(err, 'QUEUE_FULL')) this.counters.droppedBuffer += windows.length;
+    else this.counters.errors += windows.length;
+    if (!inferred) this.o.observe?.(this.o.model, performance.now() - started, false);
+    const code = isOutpostError(err) ? err.code : 'error';
+    this.warnOnce.warn(`run:${code}`, { model: this.o.model, err }, 'pipeline inference failed');
+    this.finish(windows, undefined);
+  }
+
+  /** Settles windows: `ok[i]` says whether window i was committed; undefined: none was. */
+  private finish(windows: ReadyWindow[], ok: boolean[] | undefined): void {
+    for (let i = 0; i < windows.length; i++) {
+      const track = (windows[i] as ReadyWindow).track;
+      if (track === undefined) continue;
+      if (ok?.[i] === true) track.result.committed++;
+      else track.result.failed++;
+      if (--track.open === 0) track.resolve?.(track.result);
+    }
+    this.inFlight -= windows.length;
+    if (this.inFlight === 0) for (const wake of this.idle.splice(0)) wake();
   }
 
   /** Stops taking readings and waits for windows already in inference. */
@@ -232,43 +381,4 @@ export class PipelineRunner {
     if (this.inFlight === 0) return;
     await new Promise<void>((resolve) => this.idle.push(resolve));
   }
-}
-
-/** The model input's shape for one window: the batch dimension 1, the rest size × channels. */
-export function inputShape(model: ModelVersion, spec: PipelineSpec): number[] {
-  const meta = model.inputs.find((i) => i.name === spec.input);
-  const elements = spec.window.size * spec.window.channels;
-  if (meta === undefined) throw new Error(`model ${model.key} has no input ${spec.input}`);
-  const shape = meta.shape.map((d, i) => (d === -1 && i === 0 ? 1 : d));
-  const known = shape.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
-  const dynamic = shape.filter((d) => d === -1).length;
-  if (dynamic === 1) return shape.map((d) => (d === -1 ? elements / known : d));
-  if (dynamic > 1 || known !== elements) {
-    throw new Error(
-      `input ${spec.input} [${meta.shape.join(',')}] cannot take a window of ${spec.window.size}×${spec.window.channels}`,
-    );
-  }
-  return shape;
-}
-
-function perChannel(value: number | number[], channels: number, name: string): number[] {
-  if (typeof value === 'number') return new Array<number>(channels).fill(value);
-  if (value.length !== channels)
-    throw new Error(`scale.${name} has ${value.length} values for ${channels} channels`);
-  return value;
-}
-
-function scaling(spec: PipelineSpec, channels: number): [Float32Array, Float32Array] {
-  const offset = new Float32Array(channels);
-  const factor = new Float32Array(channels).fill(1);
-  const s = spec.scale;
-  if (s === undefined) return [offset, factor];
-  const a = s.kind === 'standard' ? perChannel(s.mean, channels, 'mean') : perChannel(s.min, channels, 'min');
-  const b = s.kind === 'standard' ? perChannel(s.std, channels, 'std') : perChannel(s.max, channels, 'max');
-  for (let c = 0; c < channels; c++) {
-    offset[c] = a[c] as number;
-    const span = s.kind === 'standard' ? (b[c] as number) : (b[c] as number) - (a[c] as number);
-    factor[c] = span === 0 ? 1 : 1 / span;
-  }
-  return [offset, factor];
 }

@@ -12,6 +12,14 @@ export interface BusRoute {
   deliver: (key: string, payload: Buffer) => void;
 }
 
+interface Target {
+  route: BusRoute;
+  key: string;
+}
+
+/** Topics whose routes are remembered (see targets()). */
+const TOPIC_MEMORY = 4_096;
+
 /**
  * The local sensor bus: one MQTT connection that pipelines subscribe through. It is separate
  * from the uplink so that sensors keep flowing to the outbox while the uplink is down.
@@ -19,6 +27,7 @@ export interface BusRoute {
 export class MqttSensorBus {
   private client: MqttClient | undefined;
   private readonly routes = new Set<BusRoute>();
+  private readonly matched = new Map<string, Target[]>();
   readonly counters = { messages: 0, unrouted: 0 };
 
   constructor(
@@ -49,20 +58,39 @@ export class MqttSensorBus {
     client.on('error', (err) => this.log.warn({ err: err.message }, 'sensor bus error'));
     client.on('message', (topic, payload) => {
       this.counters.messages++;
-      let routed = false;
-      for (const r of this.routes) {
-        const captures = matchTopic(r.filter, topic);
-        if (captures === undefined) continue;
-        routed = true;
-        const key = r.keyCapture === undefined ? '' : (captures[r.keyCapture] ?? '');
+      const targets = this.targets(topic);
+      if (targets.length === 0) {
+        this.counters.unrouted++;
+        return;
+      }
+      for (const { route, key } of targets) {
         try {
-          r.deliver(key, payload);
+          route.deliver(key, payload);
         } catch (err) {
           this.log.error({ err, topic }, 'sensor route failed');
         }
       }
-      if (!routed) this.counters.unrouted++;
     });
+  }
+
+  /**
+   * The routes a topic goes to, with the key each captures. A sensor publishes on the same topic
+   * again and again: the match is remembered per topic (up to TOPIC_MEMORY topics, which come
+   * from outside, so the memory starts over when full) and forgotten when the routes change.
+   */
+  private targets(topic: string): Target[] {
+    const known = this.matched.get(topic);
+    if (known !== undefined) return known;
+    const found: Target[] = [];
+    for (const route of this.routes) {
+      const captures = matchTopic(route.filter, topic);
+      if (captures === undefined) continue;
+      const key = route.keyCapture === undefined ? '' : (captures[route.keyCapture] ?? '');
+      found.push({ route, key });
+    }
+    if (this.matched.size >= TOPIC_MEMORY) this.matched.clear();
+    this.matched.set(topic, found);
+    return found;
   }
 
   private subscribe(route: BusRoute): void {
@@ -73,9 +101,11 @@ export class MqttSensorBus {
 
   add(route: BusRoute): () => void {
     this.routes.add(route);
+    this.matched.clear();
     if (this.client?.connected) this.subscribe(route);
     return () => {
       this.routes.delete(route);
+      this.matched.clear();
       const filter = subscriptionFilter(route.filter);
       if (![...this.routes].some((r) => subscriptionFilter(r.filter) === filter))
         this.client?.unsubscribe(filter);

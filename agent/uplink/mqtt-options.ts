@@ -15,9 +15,18 @@ export interface MqttConnectionConfig {
     | undefined;
 }
 
+const quiet = () => {};
+
 /** Connection options shared by the uplink and the sensor bus: credentials, TLS and mutual TLS. */
 export function connectionOptions(c: MqttConnectionConfig): IClientOptions {
-  const options: IClientOptions = {};
+  const options: IClientOptions = {
+    // mqtt.js resets its keepalive timer after every packet it sends by default: a timer
+    // operation per message at full rate, to save one PINGREQ per keepalive interval.
+    reschedulePings: false,
+  };
+  // mqtt.js traces every packet through `debug`; even switched off, those calls cost a few
+  // percent of the agent's CPU at full rate. With DEBUG set (troubleshooting) they stay.
+  if ((process.env.DEBUG ?? '') === '') options.log = quiet;
   if (c.username !== undefined) options.username = c.username;
   if (c.password !== undefined) options.password = c.password;
   if (c.tls !== undefined) {

@@ -74,6 +74,7 @@ export class Uplink extends EventEmitter<UplinkEvents> {
   private replayUpTo = 0;
   private maxFetched = 0;
   private pumping = false;
+  private pumpSoon: NodeJS.Immediate | undefined;
   private fellBack = false;
   state: UplinkState = 'stopped';
   lastError: string | undefined;
@@ -280,6 +281,14 @@ export class Uplink extends EventEmitter<UplinkEvents> {
     return batch;
   }
 
+  /** One pump at the end of this turn for however many PUBACKs arrive in it. */
+  private schedulePump(): void {
+    this.pumpSoon ??= setImmediate(() => {
+      this.pumpSoon = undefined;
+      this.pump();
+    });
+  }
+
   /** Fills the in-flight window from the outbox, most important lane first. */
   pump(): void {
     const client = this.client;
@@ -339,7 +348,7 @@ export class Uplink extends EventEmitter<UplinkEvents> {
       }
       this.counters.acked++;
       this.options.outbox.ack(m);
-      if (this.inflight.size <= this.options.inflight / 2) setImmediate(() => this.pump());
+      if (this.inflight.size <= this.options.inflight / 2) this.schedulePump();
     });
   }
 
@@ -347,6 +356,8 @@ export class Uplink extends EventEmitter<UplinkEvents> {
   async stop(graceMs = 1_000): Promise<void> {
     this.running = false;
     this.timer.cancel();
+    if (this.pumpSoon !== undefined) clearImmediate(this.pumpSoon);
+    this.pumpSoon = undefined;
     const client = this.client;
     if (client === undefined) {
       this.state = 'stopped';
