@@ -121,6 +121,12 @@ export const configSchema = z
         interOpThreads: z.number().int().min(0).max(64).default(1),
         graphOptimizationLevel: z.enum(['disabled', 'basic', 'extended', 'all']).default('all'),
         executionMode: z.enum(['sequential', 'parallel']).default('sequential'),
+        /**
+         * Nice value of the inference threads (Linux; 0 = the agent's own). Higher than the
+         * main thread's, so HTTP, health probes, MQTT and the control path keep the CPU they
+         * need while inference saturates the cores.
+         */
+        workerNice: z.number().int().min(0).max(19).default(5),
         /** Requests waiting per model before new ones are refused with 429. */
         queueLimit: z.number().int().min(1).default(1024),
         requestTimeoutMs: duration.default(10_000),

@@ -1,22 +1,31 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { InferenceObserver, RequestOutcome } from '../runtime/observer.ts';
+import { type HistogramSeries, SeriesHistogram } from './series-histogram.ts';
 
 export interface MetricsSources {
   /** Models and versions with their state and queued+running request counts, read at scrape time. */
   versions: () => Array<{ name: string; version: string; state: string; pending: number }>;
 }
 
+/**
+ * One model version's figures as plain numbers: the inference path adds to them and the
+ * Triton counters read them at scrape time (prom-client's `inc` validates and hashes the
+ * labels on every call, several times per request).
+ */
 interface VersionSeries {
-  success: Counter.Internal;
-  inferenceCount: Counter.Internal;
-  requestUs: Counter.Internal;
-  queueUs: Counter.Internal;
-  computeUs: Counter.Internal;
-  requestSeconds: Histogram.Internal<'model' | 'version'>;
-  queueSeconds: Histogram.Internal<'model' | 'version'>;
-  execCount: Counter.Internal;
-  batchRows: Histogram.Internal<'model' | 'version'>;
+  labels: { model: string; version: string };
+  success: number;
+  inferenceCount: number;
+  requestUs: number;
+  queueUs: number;
+  computeUs: number;
+  execCount: number;
+  requestSeconds: HistogramSeries;
+  queueSeconds: HistogramSeries;
+  batchRows: HistogramSeries;
 }
+
+type Totals = 'success' | 'inferenceCount' | 'requestUs' | 'queueUs' | 'computeUs' | 'execCount';
 
 const LATENCY_BUCKETS_S = [
   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
@@ -31,67 +40,72 @@ const LATENCY_BUCKETS_S = [
  */
 export class AgentMetrics implements InferenceObserver {
   readonly registry = new Registry();
-  private readonly success: Counter<'model' | 'version'>;
   private readonly failure: Counter<'model' | 'version' | 'reason'>;
-  private readonly inferenceCount: Counter<'model' | 'version'>;
-  private readonly execCount: Counter<'model' | 'version'>;
-  private readonly requestUs: Counter<'model' | 'version'>;
-  private readonly queueUs: Counter<'model' | 'version'>;
-  private readonly computeUs: Counter<'model' | 'version'>;
-  private readonly requestSeconds: Histogram<'model' | 'version'>;
-  private readonly queueSeconds: Histogram<'model' | 'version'>;
-  private readonly batchRows: Histogram<'model' | 'version'>;
-  private readonly httpSeconds: Histogram<'method' | 'route' | 'code'>;
+  private readonly requestSeconds: SeriesHistogram<'model' | 'version'>;
+  private readonly queueSeconds: SeriesHistogram<'model' | 'version'>;
+  private readonly batchRows: SeriesHistogram<'model' | 'version'>;
+  private readonly httpSeconds: SeriesHistogram<'method' | 'route' | 'code'>;
   private started = false;
-  /** Label children per model version and per HTTP route: resolving labels on every request costs. */
+  /** Series per model version and per HTTP route, resolved once: looking labels up per request costs. */
   private readonly perVersion = new Map<string, VersionSeries>();
-  private readonly perRoute = new Map<string, Histogram.Internal<'method' | 'route' | 'code'>>();
+  private readonly perRoute = new Map<string, HistogramSeries>();
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
     const mv = ['model', 'version'] as const;
-    this.success = new Counter({
-      name: 'nv_inference_request_success',
-      help: 'Number of successful inference requests, all batch sizes',
-      labelNames: mv,
-      registers,
-    });
+    const perVersion = this.perVersion;
+    /** A Triton counter read from the version series when scraped. */
+    const total = (name: string, help: string, field: Totals, when: 'requests' | 'executions') =>
+      new Counter({
+        name,
+        help,
+        labelNames: mv,
+        registers,
+        collect() {
+          this.reset();
+          for (const s of perVersion.values()) {
+            // A series shows once it has something to show, as with prom-client's own children.
+            if ((when === 'requests' ? s.success : s.execCount) > 0) this.inc(s.labels, s[field]);
+          }
+        },
+      });
+    total('nv_inference_request_success', 'Number of successful inference requests, all batch sizes', 'success', 'requests');
     this.failure = new Counter({
       name: 'nv_inference_request_failure',
       help: 'Number of failed inference requests, all batch sizes',
       labelNames: [...mv, 'reason'],
       registers,
     });
-    this.inferenceCount = new Counter({
-      name: 'nv_inference_count',
-      help: 'Number of inferences performed (a request of N rows counts N)',
-      labelNames: mv,
-      registers,
-    });
-    this.execCount = new Counter({
-      name: 'nv_inference_exec_count',
-      help: 'Number of model executions performed (a batch counts once)',
-      labelNames: mv,
-      registers,
-    });
-    this.requestUs = new Counter({
-      name: 'nv_inference_request_duration_us',
-      help: 'Cumulative inference request duration in microseconds (queue and compute included)',
-      labelNames: mv,
-      registers,
-    });
-    this.queueUs = new Counter({
-      name: 'nv_inference_queue_duration_us',
-      help: 'Cumulative inference queuing duration in microseconds',
-      labelNames: mv,
-      registers,
-    });
-    this.computeUs = new Counter({
-      name: 'nv_inference_compute_infer_duration_us',
-      help: 'Cumulative compute inference duration in microseconds',
-      labelNames: mv,
-      registers,
-    });
+    total(
+      'nv_inference_count',
+      'Number of inferences performed (a request of N rows counts N)',
+      'inferenceCount',
+      'requests',
+    );
+    total(
+      'nv_inference_exec_count',
+      'Number of model executions performed (a batch counts once)',
+      'execCount',
+      'executions',
+    );
+    total(
+      'nv_inference_request_duration_us',
+      'Cumulative inference request duration in microseconds (queue and compute included)',
+      'requestUs',
+      'requests',
+    );
+    total(
+      'nv_inference_queue_duration_us',
+      'Cumulative inference queuing duration in microseconds',
+      'queueUs',
+      'requests',
+    );
+    total(
+      'nv_inference_compute_infer_duration_us',
+      'Cumulative compute inference duration in microseconds',
+      'computeUs',
+      'requests',
+    );
     new Gauge({
       name: 'nv_inference_pending_request_count',
       help: 'Instantaneous number of pending requests awaiting execution per model',
@@ -105,28 +119,28 @@ export class AgentMetrics implements InferenceObserver {
         }
       },
     });
-    this.requestSeconds = new Histogram({
+    this.requestSeconds = new SeriesHistogram({
       name: 'outpost_inference_request_duration_seconds',
       help: 'Inference request latency inside the runtime',
       labelNames: mv,
       buckets: LATENCY_BUCKETS_S,
       registers,
     });
-    this.queueSeconds = new Histogram({
+    this.queueSeconds = new SeriesHistogram({
       name: 'outpost_inference_queue_duration_seconds',
       help: 'Time requests waited in the model queue',
       labelNames: mv,
       buckets: LATENCY_BUCKETS_S,
       registers,
     });
-    this.batchRows = new Histogram({
+    this.batchRows = new SeriesHistogram({
       name: 'outpost_inference_batch_size',
       help: 'Rows per model execution',
       labelNames: mv,
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
       registers,
     });
-    this.httpSeconds = new Histogram({
+    this.httpSeconds = new SeriesHistogram({
       name: 'outpost_http_request_duration_seconds',
       help: 'Local HTTP API latency by route pattern and status code',
       labelNames: ['method', 'route', 'code'],
@@ -167,15 +181,16 @@ export class AgentMetrics implements InferenceObserver {
     if (s === undefined) {
       const labels = { model, version };
       s = {
-        success: this.success.labels(labels),
-        inferenceCount: this.inferenceCount.labels(labels),
-        requestUs: this.requestUs.labels(labels),
-        queueUs: this.queueUs.labels(labels),
-        computeUs: this.computeUs.labels(labels),
-        requestSeconds: this.requestSeconds.labels(labels),
-        queueSeconds: this.queueSeconds.labels(labels),
-        execCount: this.execCount.labels(labels),
-        batchRows: this.batchRows.labels(labels),
+        labels,
+        success: 0,
+        inferenceCount: 0,
+        requestUs: 0,
+        queueUs: 0,
+        computeUs: 0,
+        execCount: 0,
+        requestSeconds: this.requestSeconds.series(labels),
+        queueSeconds: this.queueSeconds.series(labels),
+        batchRows: this.batchRows.series(labels),
       };
       this.perVersion.set(key, s);
     }
@@ -188,18 +203,18 @@ export class AgentMetrics implements InferenceObserver {
       return;
     }
     const s = this.series(model, version);
-    s.success.inc();
-    s.inferenceCount.inc(outcome.rows);
-    s.requestUs.inc(outcome.totalUs);
-    s.queueUs.inc(outcome.queueUs);
-    s.computeUs.inc(outcome.computeUs);
+    s.success++;
+    s.inferenceCount += outcome.rows;
+    s.requestUs += outcome.totalUs;
+    s.queueUs += outcome.queueUs;
+    s.computeUs += outcome.computeUs;
     s.requestSeconds.observe(outcome.totalUs / 1e6);
     s.queueSeconds.observe(outcome.queueUs / 1e6);
   }
 
   execution(model: string, version: string, rows: number): void {
     const s = this.series(model, version);
-    s.execCount.inc();
+    s.execCount++;
     s.batchRows.observe(rows);
   }
 
@@ -207,7 +222,7 @@ export class AgentMetrics implements InferenceObserver {
     const key = `${method} ${route} ${code}`;
     let child = this.perRoute.get(key);
     if (child === undefined) {
-      child = this.httpSeconds.labels({ method, route, code: String(code) });
+      child = this.httpSeconds.series({ method, route, code: String(code) });
       this.perRoute.set(key, child);
     }
     child.observe(seconds);
