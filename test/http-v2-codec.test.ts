@@ -49,7 +49,11 @@ test('every V2 datatype round-trips through JSON (flat and nested) and the binar
 
 test('infer answers written as text are byte for byte what JSON.stringify gives for the same objects', () => {
   const specials: Tensor[] = [
-    { datatype: 'FP32', shape: [5], data: new Float32Array([Number.NaN, Number.POSITIVE_INFINITY, -0, 0.1, -1e-7]) },
+    {
+      datatype: 'FP32',
+      shape: [5],
+      data: new Float32Array([Number.NaN, Number.POSITIVE_INFINITY, -0, 0.1, -1e-7]),
+    },
     { datatype: 'FP64', shape: [3], data: new Float64Array([Number.NEGATIVE_INFINITY, 1e21, 123456789.125]) },
     { datatype: 'FP16', shape: [2], data: new Uint16Array([0x7c00, 0x7e00]) },
     { datatype: 'FP32', shape: [0], data: new Float32Array(0) },

@@ -69,7 +69,12 @@ export class AgentMetrics implements InferenceObserver {
           }
         },
       });
-    total('nv_inference_request_success', 'Number of successful inference requests, all batch sizes', 'success', 'requests');
+    total(
+      'nv_inference_request_success',
+      'Number of successful inference requests, all batch sizes',
+      'success',
+      'requests',
+    );
     this.failure = new Counter({
       name: 'nv_inference_request_failure',
       help: 'Number of failed inference requests, all batch sizes',

@@ -39,7 +39,9 @@ export class SeriesHistogram<T extends string> extends Histogram<string> {
   private readonly bounds: number[];
   private readonly exposed: { name: string; help: string };
 
-  constructor(config: ConstructorParameters<typeof Histogram<T>>[0] & { buckets: number[]; labelNames: readonly T[] }) {
+  constructor(
+    config: ConstructorParameters<typeof Histogram<T>>[0] & { buckets: number[]; labelNames: readonly T[] },
+  ) {
     super(config);
     this.bounds = [...config.buckets].sort((a, b) => a - b);
     this.exposed = { name: config.name, help: config.help };
@@ -69,7 +71,11 @@ export class SeriesHistogram<T extends string> extends Histogram<string> {
       let acc = 0;
       for (let i = 0; i < this.bounds.length; i++) {
         acc += s.counts[i] as number;
-        values.push({ labels: { le: this.bounds[i] as number, ...s.labels }, value: acc, metricName: `${name}_bucket` });
+        values.push({
+          labels: { le: this.bounds[i] as number, ...s.labels },
+          value: acc,
+          metricName: `${name}_bucket`,
+        });
       }
       values.push({ labels: { le: '+Inf', ...s.labels }, value: s.count, metricName: `${name}_bucket` });
       values.push({ labels: { ...s.labels }, value: s.sum, metricName: `${name}_sum` });

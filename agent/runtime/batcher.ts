@@ -46,6 +46,9 @@ interface Item {
   done: Done;
 }
 
+/** Requests in flight per worker for a version that does not batch. */
+const UNBATCHED_DEPTH = 4;
+
 /** Numbers the requests that can only run alone, to give each a batch key of its own. */
 let loners = 0;
 
@@ -107,7 +110,12 @@ export class VersionScheduler {
    * Queues a request; `done` is called once, with the result or the error (synchronously when
    * the request is refused at once: unloading, or the queue is full).
    */
-  submit(feeds: Record<string, Tensor>, outputs: string[] | undefined, timeoutMs: number | undefined, done: Done): void {
+  submit(
+    feeds: Record<string, Tensor>,
+    outputs: string[] | undefined,
+    timeoutMs: number | undefined,
+    done: Done,
+  ): void {
     if (this.draining) {
       done(new OutpostError('MODEL_NOT_READY', `${this.o.key} is unloading`), undefined);
       return;
@@ -173,7 +181,10 @@ export class VersionScheduler {
 
   private pump(): void {
     const batching = this.o.batching;
-    const slots = Math.max(1, this.o.slots()) * (batching === undefined ? 2 : 1);
+    // Unbatched, each worker gets a few requests ahead, as its own message queue, so it never
+    // waits for the main thread between two runs; batched, a batch waits here, growing, until
+    // a worker is free.
+    const slots = Math.max(1, this.o.slots()) * (batching === undefined ? UNBATCHED_DEPTH : 1);
     while (this.executing < slots && this.queue.length > 0) {
       const head = this.queue[0] as Item;
       if (batching === undefined || batching.maxBatchSize <= 1) {

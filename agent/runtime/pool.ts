@@ -175,30 +175,35 @@ export class WorkerPool {
   }
 
   private spawn(index: number): InferenceWorker {
-    return new InferenceWorker(index, this.workerStart, (w, err) => {
-      if (this.stopping) return;
-      // A worker that dies at once again (a bad native build, a model that crashes the
-      // runtime) must not become a hot respawn loop: back off, and give up after a burst.
-      const now = Date.now();
-      this.restarts = this.restarts.filter((t) => now - t < 60_000);
-      this.restarts.push(now);
-      if (this.restarts.length > 5) {
-        this.log.fatal({ err, worker: index }, 'inference workers keep dying; not restarting them');
-        return;
-      }
-      const delay = Math.min(10_000, 100 * 2 ** (this.restarts.length - 1));
-      this.log.error({ err, worker: index, restartInMs: delay }, 'inference worker died; replacing it');
-      setTimeout(() => {
+    return new InferenceWorker(
+      index,
+      this.workerStart,
+      (w, err) => {
         if (this.stopping) return;
-        const replacement = this.spawn(index);
-        this.workers[this.workers.indexOf(w)] = replacement;
-        for (const [key, { path }] of this.loaded) {
-          replacement.request({ op: 'load', key, path, options: this.options }).catch((e: unknown) => {
-            this.log.error({ err: e, key }, 'reloading model in replacement worker failed');
-          });
+        // A worker that dies at once again (a bad native build, a model that crashes the
+        // runtime) must not become a hot respawn loop: back off, and give up after a burst.
+        const now = Date.now();
+        this.restarts = this.restarts.filter((t) => now - t < 60_000);
+        this.restarts.push(now);
+        if (this.restarts.length > 5) {
+          this.log.fatal({ err, worker: index }, 'inference workers keep dying; not restarting them');
+          return;
         }
-      }, delay).unref();
-    }, (_w, m) => this.started(m));
+        const delay = Math.min(10_000, 100 * 2 ** (this.restarts.length - 1));
+        this.log.error({ err, worker: index, restartInMs: delay }, 'inference worker died; replacing it');
+        setTimeout(() => {
+          if (this.stopping) return;
+          const replacement = this.spawn(index);
+          this.workers[this.workers.indexOf(w)] = replacement;
+          for (const [key, { path }] of this.loaded) {
+            replacement.request({ op: 'load', key, path, options: this.options }).catch((e: unknown) => {
+              this.log.error({ err: e, key }, 'reloading model in replacement worker failed');
+            });
+          }
+        }, delay).unref();
+      },
+      (_w, m) => this.started(m),
+    );
   }
 
   get workerCount(): number {

@@ -295,7 +295,11 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
     }
     const scheduler = this.schedulers.get(model.key);
     if (model.state !== 'READY' || scheduler === undefined)
-      return this.failed(model, started, new OutpostError('MODEL_NOT_READY', `model ${model.key} is ${model.state}`));
+      return this.failed(
+        model,
+        started,
+        new OutpostError('MODEL_NOT_READY', `model ${model.key} is ${model.state}`),
+      );
     let feeds: ReturnType<typeof checkInputs>;
     try {
       feeds = checkInputs(model, inputs);
