@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { register as globalRegister } from 'prom-client';
+import { register as globalRegister, Histogram, Registry } from 'prom-client';
+import { SeriesHistogram } from '../agent/http/series-histogram.ts';
 import type { Agent } from '../agent/main.ts';
 import { exampleBundles } from '../deploy/examples/example-bundles.ts';
 import { mlpClassifier } from '../shared/onnx/models.ts';
@@ -125,4 +126,27 @@ test('a full queue answers 429 and counts REJECTED failures; a request timeout a
   } finally {
     await small.stop();
   }
+});
+
+test('a SeriesHistogram exposes exactly what a prom-client Histogram does for the same observations', async () => {
+  const theirs = new Registry();
+  const ours = new Registry();
+  const config = {
+    name: 'x_seconds',
+    help: 'latency',
+    labelNames: ['model', 'version'] as const,
+    buckets: [0.001, 0.01, 0.1],
+  };
+  const reference = new Histogram({ ...config, registers: [theirs] });
+  const fast = new SeriesHistogram({ ...config, registers: [ours] });
+  const values = [0.0005, 0.001, 0.002, 0.05, 0.1, 3, 0];
+  for (const [i, v] of values.entries()) {
+    const labels = { model: i % 2 === 0 ? 'a' : 'b"quoted"', version: '1.0.0' };
+    reference.observe(labels, v);
+    fast.series(labels).observe(v);
+  }
+  assert.equal(await ours.metrics(), await theirs.metrics());
+  fast.reset();
+  reference.reset();
+  assert.equal(await ours.metrics(), await theirs.metrics());
 });
