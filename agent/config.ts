@@ -121,6 +121,14 @@ export const configSchema = z
         interOpThreads: z.number().int().min(0).max(64).default(1),
         graphOptimizationLevel: z.enum(['disabled', 'basic', 'extended', 'all']).default('all'),
         executionMode: z.enum(['sequential', 'parallel']).default('sequential'),
+        /**
+         * Nice value of the inference threads (Linux; 0 = the agent's own). Above 0, the main
+         * thread (HTTP, health probes, MQTT, updates) wins the CPU from inference when both
+         * want it. Off by default: the nice value also counts against every other process in
+         * the agent's scheduling group (its cgroup or session), and inference would yield to
+         * them as well.
+         */
+        workerNice: z.number().int().min(0).max(19).default(0),
         /** Requests waiting per model before new ones are refused with 429. */
         queueLimit: z.number().int().min(1).default(1024),
         requestTimeoutMs: duration.default(10_000),

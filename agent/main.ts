@@ -121,6 +121,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       executionMode: config.runtime.executionMode,
     },
     log.child({ component: 'runtime' }),
+    { workerNice: config.runtime.workerNice },
   );
   // Read at scrape time only, after the registry below exists.
   const metrics: AgentMetrics = new AgentMetrics({

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { inferResponseJson, outputJson } from '../agent/http/v2-json-text.ts';
 import { isOutpostError } from '../shared/errors.ts';
-import { DATATYPES, type Datatype, floatToHalf, halfToFloat } from '../shared/tensor.ts';
+import { DATATYPES, type Datatype, floatToHalf, halfToFloat, type Tensor } from '../shared/tensor.ts';
 import {
   decodeBinaryTensor,
   decodeJsonTensor,
@@ -43,6 +44,45 @@ test('every V2 datatype round-trips through JSON (flat and nested) and the binar
     const back = decodeBinaryTensor({ name: 'x', datatype, shape: [2, 2] }, body.subarray(1));
     assert.deepEqual(encodeJsonTensor('x', back).data, data, `${datatype} binary`);
     assert.equal(back.data.length, 4);
+  }
+});
+
+test('infer answers written as text are byte for byte what JSON.stringify gives for the same objects', () => {
+  const specials: Tensor[] = [
+    {
+      datatype: 'FP32',
+      shape: [5],
+      data: new Float32Array([Number.NaN, Number.POSITIVE_INFINITY, -0, 0.1, -1e-7]),
+    },
+    { datatype: 'FP64', shape: [3], data: new Float64Array([Number.NEGATIVE_INFINITY, 1e21, 123456789.125]) },
+    { datatype: 'FP16', shape: [2], data: new Uint16Array([0x7c00, 0x7e00]) },
+    { datatype: 'FP32', shape: [0], data: new Float32Array(0) },
+    { datatype: 'BYTES', shape: [2], data: ['"quoted"\n', '\u0000 ✓'] },
+  ];
+  for (const datatype of DATATYPES) {
+    const t = decodeJsonTensor({ name: 'x', datatype, shape: [2, 2], data: SAMPLES[datatype] });
+    specials.push(t);
+  }
+  for (const [i, t] of specials.entries()) {
+    const name = `out "${i}"`;
+    assert.equal(outputJson(name, t), JSON.stringify(encodeJsonTensor(name, t)), `${t.datatype} #${i}`);
+    const binary = { name, datatype: t.datatype, shape: t.shape, parameters: { binary_data_size: 16 } };
+    assert.equal(outputJson(name, t, 16), JSON.stringify(binary));
+  }
+  const outputs = specials.map((t, i) => encodeJsonTensor(`o${i}`, t));
+  for (const id of [undefined, 'req "1" ✓']) {
+    const head = { model_name: 'm\\x', model_version: '1.0.0', id };
+    const want = JSON.stringify({
+      model_name: head.model_name,
+      model_version: head.model_version,
+      ...(id === undefined ? {} : { id }),
+      outputs,
+    });
+    const got = inferResponseJson(
+      head,
+      specials.map((t, i) => outputJson(`o${i}`, t)),
+    );
+    assert.equal(got, want);
   }
 });
 

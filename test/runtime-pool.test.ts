@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -68,5 +69,54 @@ test('workers take session options, tensors are transferred both ways, bad model
     assert.deepEqual(await pool.sessionStats(), { sessions: 0, created: 2, released: 2 });
   } finally {
     await pool.stop();
+  }
+});
+
+/** The nice value of one thread of this process, from the kernel (field 19 of its stat line). */
+function threadNice(tid: number): number {
+  const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+}
+
+test('runtime.workerNice lowers the priority of the inference threads only, not of the main thread', {
+  skip: process.platform !== 'linux' && 'thread priorities are read from /proc',
+}, async () => {
+  const mainNice = threadNice(process.pid);
+  const want = Math.min(19, mainNice + 7);
+  const options = {
+    intraOpThreads: 1,
+    interOpThreads: 1,
+    graphOptimizationLevel: 'all',
+    executionMode: 'sequential',
+  } as const;
+  const niced = new WorkerPool(2, options, log, { workerNice: want });
+  const plain = new WorkerPool(1, options, log);
+  niced.start();
+  plain.start();
+  try {
+    // Each worker reports its thread at start; a load round trip means it has.
+    const bundle = await exampleBundles.mlp(tempDir('pool-nice'));
+    const model = join(bundle.dir, bundle.manifest.model.file);
+    await niced.load('mlp@1', model);
+    await plain.load('mlp@1', model);
+    const threads = niced.threads();
+    assert.equal(threads.length, 2);
+    for (const t of threads) {
+      assert.ok(t?.tid !== undefined && t.tid !== process.pid, 'a worker runs on a thread of its own');
+      assert.equal(t.nice, want);
+      assert.equal(threadNice(t.tid), want, `thread ${t.tid} runs at nice ${want}`);
+    }
+    const [own] = plain.threads();
+    assert.ok(own?.tid !== undefined);
+    assert.equal(threadNice(own.tid), mainNice, 'workerNice 0 leaves workers at the process priority');
+    assert.equal(threadNice(process.pid), mainNice, 'the main thread keeps its priority');
+    // Niced workers still serve.
+    const result = await niced.run('mlp@1', {
+      features: { datatype: 'FP32', shape: [1, 8], data: new Float32Array(8) },
+    });
+    assert.ok(result.outputs.probabilities !== undefined);
+  } finally {
+    await niced.stop();
+    await plain.stop();
   }
 });

@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks';
 import { errorMessage, isOutpostError, OutpostError } from '../../shared/errors.ts';
 import { isLoopback } from '../config.ts';
 import type { Logger } from '../log.ts';
-import type { Context, Router } from './router.ts';
+import type { Context, Params, Router } from './router.ts';
 
 export interface HttpOptions {
   host: string;
@@ -74,6 +74,46 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   });
 }
 
+/** A handler's view of its request. A class, so the lazy `url` getter costs nothing per request. */
+class RequestContext implements Context {
+  private parsed: URL | undefined;
+
+  constructor(
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly params: Params,
+    private readonly target: string,
+    private readonly bodyLimit: number,
+  ) {}
+
+  /** Parsed only for the few handlers that read the query. */
+  get url(): URL {
+    this.parsed ??= new URL(this.target, 'http://localhost');
+    return this.parsed;
+  }
+
+  body(): Promise<Buffer> {
+    return readBody(this.req, this.bodyLimit);
+  }
+}
+
+/** Request targets that are a plain absolute path: no dot segments, nothing a URL parser would rewrite. */
+const PLAIN_PATH = /^\/[A-Za-z0-9\-_~!$&'()*+,;=:@/%]*$/;
+const DOT_SEGMENT = /\/(?:\.|%2e)/i;
+
+/**
+ * The path of a request target. Almost every request is a plain path (and maybe a query),
+ * taken as it is; anything else (dot segments, absolute-form targets, characters a URL parser
+ * escapes) goes through the WHATWG parser so that routing and the token check see the same
+ * normalised path either way.
+ */
+export function pathOf(target: string): string {
+  const q = target.indexOf('?');
+  const path = q === -1 ? target : target.slice(0, q);
+  if (PLAIN_PATH.test(path) && !DOT_SEGMENT.test(path)) return path;
+  return new URL(target, 'http://localhost').pathname;
+}
+
 function tokenMatches(header: string | undefined, token: string): boolean {
   if (header === undefined || !header.startsWith('Bearer ')) return false;
   const given = Buffer.from(header.slice(7));
@@ -140,55 +180,59 @@ export class HttpServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.counters.requests++;
-    const url = new URL(req.url ?? '/', 'http://localhost');
     const o = this.options;
     const started = performance.now();
+    const target = req.url ?? '/';
+    const path = pathOf(target);
     let route = 'unmatched';
-    if (o.onResponse !== undefined) {
-      const report = o.onResponse;
-      res.once('finish', () => {
-        try {
-          report(req.method ?? 'GET', route, res.statusCode, (performance.now() - started) / 1000);
-        } catch {
-          // Metrics must never break an answer.
-        }
-      });
-    }
     if (
       o.token !== undefined &&
-      !(o.public ?? []).includes(url.pathname) &&
+      !(o.public ?? []).includes(path) &&
       !tokenMatches(req.headers.authorization, o.token)
     ) {
       this.counters.unauthorized++;
       req.resume();
       sendError(res, 401, 'missing or wrong bearer token', { 'www-authenticate': 'Bearer' });
-      return;
-    }
-    const found = this.router.match(req.method ?? 'GET', url.pathname);
-    if (!('handler' in found)) {
-      req.resume();
-      if (found.allowed.length > 0)
-        sendError(res, 405, `method ${req.method} not allowed`, { allow: found.allowed.join(', ') });
-      else sendError(res, 404, `no route for ${req.method} ${url.pathname}`);
-      return;
-    }
-    route = found.route;
-    const ctx: Context = { req, res, params: found.params, url, body: () => readBody(req, o.bodyLimitBytes) };
-    try {
-      await found.handler(ctx);
-    } catch (err) {
-      this.counters.errors++;
-      if (isOutpostError(err)) {
-        const headers: Record<string, string> = {};
-        if (err.status === 503 || err.status === 429) headers['retry-after'] = '1';
-        if (err.status >= 500) o.log.warn({ err, path: url.pathname }, 'request failed');
-        if (err.status === 413) res.setHeader('connection', 'close');
-        sendError(res, err.status, err.message, headers);
-        return;
+    } else {
+      const found = this.router.match(req.method ?? 'GET', path);
+      if (!('handler' in found)) {
+        req.resume();
+        if (found.allowed.length > 0)
+          sendError(res, 405, `method ${req.method} not allowed`, { allow: found.allowed.join(', ') });
+        else sendError(res, 404, `no route for ${req.method} ${path}`);
+      } else {
+        route = found.route;
+        try {
+          await found.handler(new RequestContext(req, res, found.params, target, o.bodyLimitBytes));
+        } catch (err) {
+          this.answerError(res, path, err);
+        }
       }
-      o.log.error({ err, path: url.pathname }, 'unhandled error in HTTP handler');
-      sendError(res, 500, errorMessage(err));
     }
+    // Every handler has answered (or failed) when its promise settles: timed here, the figure
+    // needs no 'finish' listener and closure per request.
+    if (o.onResponse !== undefined) {
+      try {
+        o.onResponse(req.method ?? 'GET', route, res.statusCode, (performance.now() - started) / 1000);
+      } catch {
+        // Metrics must never break an answer.
+      }
+    }
+  }
+
+  private answerError(res: ServerResponse, path: string, err: unknown): void {
+    this.counters.errors++;
+    const log = this.options.log;
+    if (isOutpostError(err)) {
+      const headers: Record<string, string> = {};
+      if (err.status === 503 || err.status === 429) headers['retry-after'] = '1';
+      if (err.status >= 500) log.warn({ err, path }, 'request failed');
+      if (err.status === 413) res.setHeader('connection', 'close');
+      sendError(res, err.status, err.message, headers);
+      return;
+    }
+    log.error({ err, path }, 'unhandled error in HTTP handler');
+    sendError(res, 500, errorMessage(err));
   }
 
   /** Stops accepting connections, lets in-flight requests finish, then closes idle ones. */

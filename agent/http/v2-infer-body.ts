@@ -5,9 +5,9 @@ import {
   decodeBinaryTensor,
   decodeJsonTensor,
   encodeBinaryTensor,
-  encodeJsonTensor,
   type V2JsonTensor,
 } from '../../shared/v2-codec.ts';
+import { inferResponseJson, outputJson } from './v2-json-text.ts';
 
 /** The header that marks a binary tensor body and says how long its JSON part is. */
 export const HEADER_LENGTH = 'inference-header-content-length';
@@ -143,30 +143,28 @@ export function sendInferResponse(
   binary: (name: string) => boolean,
 ): void {
   const blobs: Buffer[] = [];
-  const encoded = outputs.map(([name, t]) => {
-    if (!binary(name)) return encodeJsonTensor(name, t);
+  const encoded: string[] = [];
+  for (const [name, t] of outputs) {
+    if (!binary(name)) {
+      encoded.push(outputJson(name, t));
+      continue;
+    }
     const blob = encodeBinaryTensor(t);
     blobs.push(blob);
-    return { name, datatype: t.datatype, shape: t.shape, parameters: { binary_data_size: blob.length } };
-  });
-  const header = Buffer.from(
-    JSON.stringify({
-      model_name: head.model_name,
-      model_version: head.model_version,
-      ...(head.id === undefined ? {} : { id: head.id }),
-      outputs: encoded,
-    }),
-  );
+    encoded.push(outputJson(name, t, blob.length));
+  }
+  const header = inferResponseJson(head, encoded);
+  const headerLength = Buffer.byteLength(header);
   if (blobs.length === 0) {
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': header.length });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': headerLength });
     res.end(header);
     return;
   }
-  const length = header.length + blobs.reduce((n, b) => n + b.length, 0);
+  const length = headerLength + blobs.reduce((n, b) => n + b.length, 0);
   res.writeHead(200, {
     'content-type': 'application/octet-stream',
     'content-length': length,
-    [HEADER_LENGTH]: header.length,
+    [HEADER_LENGTH]: headerLength,
   });
   res.write(header);
   for (const b of blobs) res.write(b);

@@ -29,6 +29,9 @@ export interface ScheduledResult {
   computeUs: number;
 }
 
+/** Called once per request: with its result, or with why it failed. */
+export type Done = (err: Error | undefined, result: ScheduledResult | undefined) => void;
+
 interface Item {
   feeds: Record<string, Tensor>;
   outputs: string[] | undefined;
@@ -36,17 +39,26 @@ interface Item {
   /** Requests batch together only when everything but the first dimension matches. */
   shapeKey: string;
   enqueuedAt: number;
+  /** performance.now() past which the request fails with TIMEOUT; Infinity for none. */
+  deadline: number;
+  timeoutMs: number;
   state: 'queued' | 'running' | 'done';
-  timer: NodeJS.Timeout | undefined;
-  resolve: (r: ScheduledResult) => void;
-  reject: (e: Error) => void;
+  done: Done;
 }
+
+/** Requests in flight per worker for a version that does not batch. */
+const UNBATCHED_DEPTH = 4;
 
 /** Numbers the requests that can only run alone, to give each a batch key of its own. */
 let loners = 0;
 
-function rowsOf(feeds: Record<string, Tensor>): { rows: number; shapeKey: string } {
+function rowsOf(feeds: Record<string, Tensor>, keyed: boolean): { rows: number; shapeKey: string } {
   let rows: number | undefined;
+  if (!keyed) {
+    // Unbatched: only the row count matters (Triton's inference count).
+    for (const name in feeds) return { rows: (feeds[name] as Tensor).shape[0] ?? 1, shapeKey: '' };
+    return { rows: 1, shapeKey: '' };
+  }
   const parts: string[] = [];
   for (const name of Object.keys(feeds).sort()) {
     const t = feeds[name] as Tensor;
@@ -66,13 +78,20 @@ function rowsOf(feeds: Record<string, Tensor>): { rows: number; shapeKey: string
  * joined into one `session.run` of up to `maxBatchSize` rows: a batch leaves when it is full,
  * or when its oldest request has waited `maxQueueDelayMs` and a worker is free. While every
  * worker is busy, batches keep growing, which is where batching pays off.
+ *
+ * Timeouts share one timer per version, set for the earliest deadline of the requests it
+ * holds (a timer per request cost more than the rest of the queueing): when it fires, the
+ * requests past their deadline fail and it is set for the next one.
  */
 export class VersionScheduler {
   private readonly queue: Item[] = [];
+  /** Requests handed to a worker and not answered yet (they can still time out). */
+  private readonly running = new Set<Item>();
   private executing = 0;
-  private executingRequests = 0;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = 0;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private deadlineAt = Number.POSITIVE_INFINITY;
   private draining = false;
   private idleWaiters: Array<() => void> = [];
 
@@ -80,56 +99,92 @@ export class VersionScheduler {
 
   /** Requests accepted and not yet answered by the model: waiting plus running. */
   get pending(): number {
-    return this.queue.length + this.executingRequests;
+    return this.queue.length + this.running.size;
   }
 
   get batching(): BatchPolicy | undefined {
     return this.o.batching;
   }
 
-  submit(feeds: Record<string, Tensor>, outputs?: string[], timeoutMs?: number): Promise<ScheduledResult> {
-    if (this.draining)
-      return Promise.reject(new OutpostError('MODEL_NOT_READY', `${this.o.key} is unloading`));
+  /**
+   * Queues a request; `done` is called once, with the result or the error (synchronously when
+   * the request is refused at once: unloading, or the queue is full).
+   */
+  submit(
+    feeds: Record<string, Tensor>,
+    outputs: string[] | undefined,
+    timeoutMs: number | undefined,
+    done: Done,
+  ): void {
+    if (this.draining) {
+      done(new OutpostError('MODEL_NOT_READY', `${this.o.key} is unloading`), undefined);
+      return;
+    }
     if (this.pending >= this.o.queueLimit) {
-      return Promise.reject(
+      done(
         new OutpostError('QUEUE_FULL', `${this.o.key} has ${this.pending} requests waiting; try again later`),
+        undefined,
       );
+      return;
     }
     const timeout = Math.min(timeoutMs ?? this.o.timeoutMs, this.o.timeoutMs);
-    return new Promise<ScheduledResult>((resolve, reject) => {
-      const { rows, shapeKey } = rowsOf(feeds);
-      const item: Item = {
-        feeds,
-        outputs,
-        rows,
-        shapeKey,
-        enqueuedAt: performance.now(),
-        state: 'queued',
-        timer: undefined,
-        resolve,
-        reject,
-      };
-      if (timeout > 0) item.timer = setTimeout(() => this.expire(item, timeout), timeout);
-      this.queue.push(item);
-      this.pump();
-    });
+    const batching = this.o.batching;
+    const { rows, shapeKey } = rowsOf(feeds, batching !== undefined && batching.maxBatchSize > 1);
+    const now = performance.now();
+    const item: Item = {
+      feeds,
+      outputs,
+      rows,
+      shapeKey,
+      enqueuedAt: now,
+      deadline: timeout > 0 ? now + timeout : Number.POSITIVE_INFINITY,
+      timeoutMs: timeout,
+      state: 'queued',
+      done,
+    };
+    if (item.deadline < this.deadlineAt) this.armDeadline(item.deadline);
+    this.queue.push(item);
+    this.pump();
   }
 
-  private expire(item: Item, timeout: number): void {
-    if (item.state === 'done') return;
-    if (item.state === 'queued') {
-      const at = this.queue.indexOf(item);
-      if (at !== -1) this.queue.splice(at, 1);
+  private armDeadline(at: number): void {
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    this.deadlineAt = at;
+    // Unref'd: a set timer whose requests are all answered must not keep the process alive.
+    this.deadlineTimer = setTimeout(() => this.sweep(), Math.max(0, Math.ceil(at - performance.now())));
+    this.deadlineTimer.unref();
+  }
+
+  /** Fails the requests past their deadline and sets the timer for the earliest one left. */
+  private sweep(): void {
+    this.deadlineTimer = undefined;
+    this.deadlineAt = Number.POSITIVE_INFINITY;
+    const now = performance.now();
+    let next = Number.POSITIVE_INFINITY;
+    const expired: Item[] = [];
+    for (const item of this.queue) {
+      if (item.deadline <= now) expired.push(item);
+      else if (item.deadline < next) next = item.deadline;
     }
-    // A running request cannot be taken back from the worker; its answer is dropped.
-    item.state = 'done';
-    item.reject(new OutpostError('TIMEOUT', `${this.o.key}: no answer within ${timeout} ms`));
-    this.checkIdle();
+    for (const item of this.running) {
+      if (item.deadline <= now) expired.push(item);
+      else if (item.deadline < next) next = item.deadline;
+    }
+    for (const item of expired) {
+      if (item.state === 'queued') this.queue.splice(this.queue.indexOf(item), 1);
+      // A running request cannot be taken back from the worker; its answer is dropped.
+      this.settle(item, new OutpostError('TIMEOUT', `${this.o.key}: no answer within ${item.timeoutMs} ms`));
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.armDeadline(next);
+    if (expired.length > 0) this.checkIdle();
   }
 
   private pump(): void {
     const batching = this.o.batching;
-    const slots = Math.max(1, this.o.slots()) * (batching === undefined ? 2 : 1);
+    // Unbatched, each worker gets a few requests ahead, as its own message queue, so it never
+    // waits for the main thread between two runs; batched, a batch waits here, growing, until
+    // a worker is free.
+    const slots = Math.max(1, this.o.slots()) * (batching === undefined ? UNBATCHED_DEPTH : 1);
     while (this.executing < slots && this.queue.length > 0) {
       const head = this.queue[0] as Item;
       if (batching === undefined || batching.maxBatchSize <= 1) {
@@ -153,7 +208,8 @@ export class VersionScheduler {
           return;
         }
       }
-      for (const item of picked) this.queue.splice(this.queue.indexOf(item), 1);
+      if (picked.length === this.queue.length) this.queue.length = 0;
+      else for (const item of picked) this.queue.splice(this.queue.indexOf(item), 1);
       this.execute(picked);
     }
   }
@@ -174,15 +230,19 @@ export class VersionScheduler {
 
   private execute(items: Item[]): void {
     const started = performance.now();
-    for (const item of items) item.state = 'running';
+    for (const item of items) {
+      item.state = 'running';
+      this.running.add(item);
+    }
     this.executing++;
-    this.executingRequests += items.length;
     const single = items.length === 1 ? items[0] : undefined;
     let feeds: Record<string, WireTensor>;
     let outputs: string[] | undefined;
+    let totalRows: number;
     if (single !== undefined) {
       feeds = single.feeds;
       outputs = single.outputs;
+      totalRows = single.rows;
     } else {
       feeds = {};
       for (const name of Object.keys((items[0] as Item).feeds)) {
@@ -192,40 +252,54 @@ export class VersionScheduler {
       outputs = items.some((i) => i.outputs === undefined)
         ? undefined
         : [...new Set(items.flatMap((i) => i.outputs ?? []))];
+      totalRows = items.reduce((n, i) => n + i.rows, 0);
     }
-    const totalRows = items.reduce((n, i) => n + i.rows, 0);
-    this.o
-      .run(this.o.key, feeds, outputs)
-      .then(
-        (result) => this.deliver(items, result, started, totalRows),
-        (err: unknown) => {
-          const error = err instanceof Error ? err : new Error(String(err));
-          for (const item of items) this.settle(item, undefined, error);
-        },
-      )
-      .finally(() => {
-        this.executing--;
-        this.executingRequests -= items.length;
-        try {
-          this.o.onExecution?.(totalRows, items.length);
-        } catch {
-          // An observer must not break inference.
-        }
-        this.pump();
-        this.checkIdle();
-      });
+    const finish = () => {
+      this.executing--;
+      for (const item of items) this.running.delete(item);
+      try {
+        this.o.onExecution?.(totalRows, items.length);
+      } catch {
+        // An observer must not break inference.
+      }
+      this.pump();
+      this.checkIdle();
+    };
+    this.o.run(this.o.key, feeds, outputs).then(
+      (result) => {
+        this.deliver(items, result, started, totalRows);
+        finish();
+      },
+      (err: unknown) => {
+        const error = err instanceof Error ? err : new Error(String(err));
+        for (const item of items) this.settle(item, error);
+        finish();
+      },
+    );
   }
 
   private deliver(items: Item[], result: RunResult, started: number, totalRows: number): void {
+    if (items.length === 1) {
+      const item = items[0] as Item;
+      let outputs = result.outputs as Record<string, Tensor>;
+      if (item.outputs !== undefined) {
+        outputs = {};
+        for (const name of item.outputs) {
+          const t = result.outputs[name];
+          if (t !== undefined) outputs[name] = t;
+        }
+      }
+      const queueUs = Math.round((started - item.enqueuedAt) * 1000);
+      this.settle(item, undefined, { outputs, rows: item.rows, queueUs, computeUs: result.computeUs });
+      return;
+    }
     let offset = 0;
     for (const item of items) {
       const outputs: Record<string, Tensor> = {};
       let error: Error | undefined;
       for (const [name, t] of Object.entries(result.outputs)) {
         if (item.outputs !== undefined && !item.outputs.includes(name)) continue;
-        if (items.length === 1) {
-          outputs[name] = t;
-        } else if (t.shape[0] === totalRows) {
+        if (t.shape[0] === totalRows) {
           outputs[name] = sliceRows(t, offset, item.rows);
         } else {
           error = new OutpostError(
@@ -236,21 +310,30 @@ export class VersionScheduler {
       }
       offset += item.rows;
       const queueUs = Math.round((started - item.enqueuedAt) * 1000);
-      this.settle(item, { outputs, rows: item.rows, queueUs, computeUs: result.computeUs }, error);
+      this.settle(item, error, { outputs, rows: item.rows, queueUs, computeUs: result.computeUs });
     }
   }
 
-  private settle(item: Item, result: ScheduledResult | undefined, error: Error | undefined): void {
+  private settle(item: Item, error: Error | undefined, result?: ScheduledResult): void {
     if (item.state === 'done') return;
     item.state = 'done';
-    if (item.timer !== undefined) clearTimeout(item.timer);
-    if (error !== undefined || result === undefined) item.reject(error ?? new Error('no result'));
-    else item.resolve(result);
+    if (error !== undefined || result === undefined) item.done(error ?? new Error('no result'), undefined);
+    else item.done(undefined, result);
   }
 
   private checkIdle(): void {
     if (this.queue.length > 0 || this.executing > 0) return;
+    // While serving, the deadline timer stays set when the version goes idle for a moment (it
+    // finds nothing when it fires): clearing and setting it again per request is the cost it
+    // saves. Once the version stops taking requests, nothing more can time out.
+    if (this.draining) this.clearDeadline();
     for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  private clearDeadline(): void {
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
+    this.deadlineAt = Number.POSITIVE_INFINITY;
   }
 
   /**
@@ -273,7 +356,7 @@ export class VersionScheduler {
     this.draining = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
-    for (const item of this.queue.splice(0)) this.settle(item, undefined, err);
+    for (const item of this.queue.splice(0)) this.settle(item, err);
     this.checkIdle();
   }
 }

@@ -2,16 +2,29 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { OutpostError } from '../../shared/errors.ts';
 import type { Logger } from '../log.ts';
-import type { FromWorker, IoMetadata, SessionOptionsWire, ToWorker, WireTensor } from './protocol.ts';
+import type {
+  FromWorker,
+  IoMetadata,
+  SessionOptionsWire,
+  ToWorker,
+  WireTensor,
+  WorkerStart,
+} from './protocol.ts';
 
 export interface RunResult {
   outputs: Record<string, WireTensor>;
   computeUs: number;
 }
 
-interface Pending {
-  resolve: (m: FromWorker) => void;
-  reject: (e: Error) => void;
+/** Called once with the worker's reply, or with the error that ended the worker. */
+type Reply = (reply: FromWorker | undefined, err: Error | undefined) => void;
+
+export interface PoolOptions {
+  /**
+   * Nice value of the inference threads (0–19, 0: the process's own). Above the main thread's,
+   * the main thread (HTTP, MQTT, control) wins the CPU while inference saturates the cores.
+   */
+  workerNice?: number;
 }
 
 type Request = ToWorker extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
@@ -27,31 +40,41 @@ function workerUrl(): URL {
  * loader itself before importing its .ts module: Node 20 does not carry `--import` loader
  * hooks into worker threads. Built JavaScript starts the worker file directly.
  */
-function createWorker(name: string): Worker {
+function createWorker(name: string, start: WorkerStart): Worker {
   const url = workerUrl();
-  if (!url.pathname.endsWith('.ts')) return new Worker(url, { name });
+  if (!url.pathname.endsWith('.ts')) return new Worker(url, { name, workerData: start });
   const api = import.meta.resolve('tsx/esm/api');
   const bootstrap = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); });`;
-  return new Worker(bootstrap, { name, eval: true });
+  return new Worker(bootstrap, { name, eval: true, workerData: start });
 }
 
 class InferenceWorker {
   readonly worker: Worker;
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new Map<number, Reply>();
   private nextId = 1;
   outstanding = 0;
   private dead: Error | undefined;
+  /** The worker's OS thread and the nice value it reported at start (Linux). */
+  thread: { tid: number | undefined; nice: number | undefined } | undefined;
 
   constructor(
     readonly index: number,
+    start: WorkerStart,
     private readonly onExit: (w: InferenceWorker, err: Error) => void,
+    onStarted: (w: InferenceWorker, m: Extract<FromWorker, { op: 'started' }>) => void,
   ) {
-    this.worker = createWorker(`outpost-infer-${index}`);
+    this.worker = createWorker(`outpost-infer-${index}`, start);
     this.worker.on('message', (m: FromWorker) => {
-      const p = this.pending.get(m.id);
-      if (p === undefined) return;
+      if (m.op === 'started') {
+        this.thread = { tid: m.tid, nice: m.nice };
+        onStarted(this, m);
+        return;
+      }
+      const done = this.pending.get(m.id);
+      if (done === undefined) return;
       this.pending.delete(m.id);
-      p.resolve(m);
+      this.outstanding--;
+      done(m, undefined);
     });
     this.worker.on('error', (err) => this.fail(err));
     this.worker.on('exit', (code) =>
@@ -62,8 +85,9 @@ class InferenceWorker {
   private fail(err: Error): void {
     if (this.dead !== undefined) return;
     this.dead = err;
-    for (const p of this.pending.values()) p.reject(err);
+    for (const done of this.pending.values()) done(undefined, err);
     this.pending.clear();
+    this.outstanding = 0;
     this.onExit(this, err);
   }
 
@@ -71,15 +95,22 @@ class InferenceWorker {
     return this.dead === undefined;
   }
 
-  request(msg: Request, transfer: ArrayBuffer[] = []): Promise<FromWorker> {
-    if (this.dead !== undefined) return Promise.reject(this.dead);
+  /** Sends a message built for this call (its id is set here) and calls `done` with the answer. */
+  send(msg: Request, transfer: ArrayBuffer[], done: Reply): void {
+    if (this.dead !== undefined) {
+      done(undefined, this.dead);
+      return;
+    }
     const id = this.nextId++;
+    (msg as ToWorker).id = id;
     this.outstanding++;
+    this.pending.set(id, done);
+    this.worker.postMessage(msg, transfer);
+  }
+
+  request(msg: Request): Promise<FromWorker> {
     return new Promise<FromWorker>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ ...msg, id } as ToWorker, transfer);
-    }).finally(() => {
-      this.outstanding--;
+      this.send(msg, [], (reply, err) => (reply === undefined ? reject(err) : resolve(reply)));
     });
   }
 
@@ -105,11 +136,17 @@ export class WorkerPool {
   private stopping = false;
   private restarts: number[] = [];
 
+  private readonly workerStart: WorkerStart;
+  private priorityLogged = false;
+
   constructor(
     private readonly size: number,
     private readonly options: SessionOptionsWire,
     private readonly log: Logger,
-  ) {}
+    pool: PoolOptions = {},
+  ) {
+    this.workerStart = { nice: pool.workerNice ?? 0 };
+  }
 
   /**
    * Without a configured count: one worker per core but one. The main thread (HTTP, MQTT,
@@ -124,31 +161,54 @@ export class WorkerPool {
     for (let i = 0; i < this.size; i++) this.workers.push(this.spawn(i));
   }
 
+  private started(m: Extract<FromWorker, { op: 'started' }>): void {
+    if (this.workerStart.nice === 0 || this.priorityLogged) return;
+    this.priorityLogged = true;
+    if (m.error !== undefined || m.nice !== this.workerStart.nice) {
+      this.log.warn(
+        { wanted: this.workerStart.nice, nice: m.nice, reason: m.error },
+        'could not lower the priority of the inference threads; they run at the process priority',
+      );
+    } else {
+      this.log.info({ nice: m.nice }, 'inference threads run at a lower priority than the main thread');
+    }
+  }
+
+  /** The inference threads' OS thread ids and nice values (diagnostics; undefined until a worker reports). */
+  threads(): Array<{ tid: number | undefined; nice: number | undefined } | undefined> {
+    return this.workers.map((w) => w.thread);
+  }
+
   private spawn(index: number): InferenceWorker {
-    return new InferenceWorker(index, (w, err) => {
-      if (this.stopping) return;
-      // A worker that dies at once again (a bad native build, a model that crashes the
-      // runtime) must not become a hot respawn loop: back off, and give up after a burst.
-      const now = Date.now();
-      this.restarts = this.restarts.filter((t) => now - t < 60_000);
-      this.restarts.push(now);
-      if (this.restarts.length > 5) {
-        this.log.fatal({ err, worker: index }, 'inference workers keep dying; not restarting them');
-        return;
-      }
-      const delay = Math.min(10_000, 100 * 2 ** (this.restarts.length - 1));
-      this.log.error({ err, worker: index, restartInMs: delay }, 'inference worker died; replacing it');
-      setTimeout(() => {
+    return new InferenceWorker(
+      index,
+      this.workerStart,
+      (w, err) => {
         if (this.stopping) return;
-        const replacement = this.spawn(index);
-        this.workers[this.workers.indexOf(w)] = replacement;
-        for (const [key, { path }] of this.loaded) {
-          replacement.request({ op: 'load', key, path, options: this.options }).catch((e: unknown) => {
-            this.log.error({ err: e, key }, 'reloading model in replacement worker failed');
-          });
+        // A worker that dies at once again (a bad native build, a model that crashes the
+        // runtime) must not become a hot respawn loop: back off, and give up after a burst.
+        const now = Date.now();
+        this.restarts = this.restarts.filter((t) => now - t < 60_000);
+        this.restarts.push(now);
+        if (this.restarts.length > 5) {
+          this.log.fatal({ err, worker: index }, 'inference workers keep dying; not restarting them');
+          return;
         }
-      }, delay).unref();
-    });
+        const delay = Math.min(10_000, 100 * 2 ** (this.restarts.length - 1));
+        this.log.error({ err, worker: index, restartInMs: delay }, 'inference worker died; replacing it');
+        setTimeout(() => {
+          if (this.stopping) return;
+          const replacement = this.spawn(index);
+          this.workers[this.workers.indexOf(w)] = replacement;
+          for (const [key, { path }] of this.loaded) {
+            replacement.request({ op: 'load', key, path, options: this.options }).catch((e: unknown) => {
+              this.log.error({ err: e, key }, 'reloading model in replacement worker failed');
+            });
+          }
+        }, delay).unref();
+      },
+      (_w, m) => this.started(m),
+    );
   }
 
   get workerCount(): number {
@@ -185,35 +245,53 @@ export class WorkerPool {
   }
 
   /** Runs on the least busy worker. The feeds' buffers are transferred: callers must not reuse them. */
-  async run(key: string, feeds: Record<string, WireTensor>, outputs?: string[]): Promise<RunResult> {
-    if (this.stopping) throw new OutpostError('SHUTTING_DOWN');
+  run(key: string, feeds: Record<string, WireTensor>, outputs?: string[]): Promise<RunResult> {
+    // One promise per run and no intermediate ones: this is the hot path of every inference.
+    return new Promise((resolve, reject) => this.runWith(key, feeds, outputs, resolve, reject));
+  }
+
+  private runWith(
+    key: string,
+    feeds: Record<string, WireTensor>,
+    outputs: string[] | undefined,
+    resolve: (r: RunResult) => void,
+    reject: (e: Error) => void,
+  ): void {
+    if (this.stopping) {
+      reject(new OutpostError('SHUTTING_DOWN'));
+      return;
+    }
     let best: InferenceWorker | undefined;
     for (const w of this.workers) {
       if (w.alive && (best === undefined || w.outstanding < best.outstanding)) best = w;
     }
-    if (best === undefined) throw new OutpostError('MODEL_NOT_READY', 'no inference worker is running');
+    if (best === undefined) {
+      reject(new OutpostError('MODEL_NOT_READY', 'no inference worker is running'));
+      return;
+    }
     const transfer: ArrayBuffer[] = [];
-    for (const t of Object.values(feeds)) {
-      if (
-        !Array.isArray(t.data) &&
-        t.data.byteOffset === 0 &&
-        t.data.byteLength === t.data.buffer.byteLength
-      ) {
-        transfer.push(t.data.buffer as ArrayBuffer);
+    for (const name in feeds) {
+      const data = (feeds[name] as WireTensor).data;
+      if (!Array.isArray(data) && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength) {
+        transfer.push(data.buffer as ArrayBuffer);
       }
     }
-    const reply = await best.request(
+    best.send(
       outputs === undefined ? { op: 'run', key, feeds } : { op: 'run', key, feeds, outputs },
       transfer,
+      (reply, err) => {
+        if (reply === undefined) reject(err ?? new Error('no reply'));
+        else if (reply.op === 'result') resolve({ outputs: reply.outputs, computeUs: reply.computeUs });
+        else if (reply.op === 'error')
+          reject(
+            new OutpostError(
+              reply.code === 'MODEL_NOT_READY' ? 'MODEL_NOT_READY' : 'INFERENCE_FAILED',
+              reply.message,
+            ),
+          );
+        else reject(new OutpostError('INTERNAL', `unexpected worker reply ${reply.op}`));
+      },
     );
-    if (reply.op === 'error') {
-      throw new OutpostError(
-        reply.code === 'MODEL_NOT_READY' ? 'MODEL_NOT_READY' : 'INFERENCE_FAILED',
-        reply.message,
-      );
-    }
-    if (reply.op !== 'result') throw new OutpostError('INTERNAL', `unexpected worker reply ${reply.op}`);
-    return { outputs: reply.outputs, computeUs: reply.computeUs };
   }
 
   /** Sessions open now and created/released over the workers' lifetime, summed over the pool. */

@@ -29,7 +29,15 @@ export type ToWorker =
   | { op: 'stats'; id: number }
   | { op: 'run'; id: number; key: string; feeds: Record<string, WireTensor>; outputs?: string[] };
 
+/** What a worker is started with (`workerData`). */
+export interface WorkerStart {
+  /** Nice value for the worker's OS thread; 0 leaves it as the process's. */
+  nice: number;
+}
+
 export type FromWorker =
+  /** Sent once at start: the worker's OS thread id and the nice value it runs at (Linux). */
+  | { op: 'started'; id: 0; tid: number | undefined; nice: number | undefined; error?: string }
   | { op: 'loaded'; id: number; inputs: IoMetadata[]; outputs: IoMetadata[] }
   | { op: 'unloaded'; id: number }
   | { op: 'stats'; id: number; sessions: number; created: number; released: number }

@@ -276,7 +276,7 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
    * Resolving the version and entering its queue happen in one synchronous step, so a swap
    * cannot slip in between.
    */
-  async infer(
+  infer(
     name: string,
     version: string | undefined,
     inputs: Record<string, Tensor>,
@@ -286,28 +286,23 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
     const started = performance.now();
     const model = this.get(name, version);
     if (model === undefined) {
-      throw new OutpostError(
-        'MODEL_NOT_FOUND',
-        version === undefined ? `model ${name} not found` : `model ${name} version ${version} not found`,
+      return Promise.reject(
+        new OutpostError(
+          'MODEL_NOT_FOUND',
+          version === undefined ? `model ${name} not found` : `model ${name} version ${version} not found`,
+        ),
       );
     }
-    const fail = (err: unknown): never => {
-      this.observe(model, {
-        ok: false,
-        reason: reasonFor(err),
-        rows: 0,
-        queueUs: 0,
-        computeUs: 0,
-        totalUs: Math.round((performance.now() - started) * 1000),
-      });
-      throw err;
-    };
     const scheduler = this.schedulers.get(model.key);
     if (model.state !== 'READY' || scheduler === undefined)
-      return fail(new OutpostError('MODEL_NOT_READY', `model ${model.key} is ${model.state}`));
-    let promise: ReturnType<VersionScheduler['submit']>;
+      return this.failed(
+        model,
+        started,
+        new OutpostError('MODEL_NOT_READY', `model ${model.key} is ${model.state}`),
+      );
+    let feeds: ReturnType<typeof checkInputs>;
     try {
-      const feeds = checkInputs(model, inputs);
+      feeds = checkInputs(model, inputs);
       if (outputs !== undefined) {
         for (const o of outputs) {
           if (!model.outputs.some((m) => m.name === o)) {
@@ -315,19 +310,45 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
           }
         }
       }
-      promise = scheduler.submit(feeds, outputs, options.timeoutMs);
     } catch (err) {
-      return fail(err);
+      return this.failed(model, started, err);
     }
-    const result = await promise.catch(fail);
+    // One promise per request, settled from the scheduler's callback.
+    return new Promise<InferResult>((resolve, reject) => {
+      scheduler.submit(feeds, outputs, options.timeoutMs, (err, result) => {
+        if (err !== undefined || result === undefined) {
+          const error = err ?? new Error('no result');
+          this.countFailure(model, started, error);
+          reject(error);
+          return;
+        }
+        this.observe(model, {
+          ok: true,
+          rows: result.rows,
+          queueUs: result.queueUs,
+          computeUs: result.computeUs,
+          totalUs: Math.round((performance.now() - started) * 1000),
+        });
+        resolve({ model, outputs: result.outputs, computeUs: result.computeUs, queueUs: result.queueUs });
+      });
+    });
+  }
+
+  /** Counts a failed request and rejects with its error. */
+  private failed(model: ModelVersion, started: number, err: unknown): Promise<never> {
+    this.countFailure(model, started, err);
+    return Promise.reject(err);
+  }
+
+  private countFailure(model: ModelVersion, started: number, err: unknown): void {
     this.observe(model, {
-      ok: true,
-      rows: result.rows,
-      queueUs: result.queueUs,
-      computeUs: result.computeUs,
+      ok: false,
+      reason: reasonFor(err),
+      rows: 0,
+      queueUs: 0,
+      computeUs: 0,
       totalUs: Math.round((performance.now() - started) * 1000),
     });
-    return { model, outputs: result.outputs, computeUs: result.computeUs, queueUs: result.queueUs };
   }
 
   private observe(model: ModelVersion, outcome: Parameters<InferenceObserver['request']>[2]): void {

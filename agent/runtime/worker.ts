@@ -1,7 +1,17 @@
-import { parentPort } from 'node:worker_threads';
+import { readlinkSync } from 'node:fs';
+import { getPriority, setPriority } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { datatypeToOrtType, ortTypeToDatatype, type TensorData } from '../../shared/tensor.ts';
-import type { FromWorker, IoMetadata, SessionOptionsWire, ToWorker, WireTensor } from './protocol.ts';
+import type {
+  FromWorker,
+  IoMetadata,
+  SessionOptionsWire,
+  ToWorker,
+  WireTensor,
+  WorkerStart,
+} from './protocol.ts';
 
 /**
  * An inference worker. `session.run` blocks its thread for the whole inference, so it runs
@@ -41,12 +51,26 @@ function toWire(t: ort.Tensor): WireTensor {
   return { datatype, shape: [...t.dims], data };
 }
 
-function transferList(outputs: Record<string, WireTensor>): ArrayBuffer[] {
-  const list: ArrayBuffer[] = [];
-  for (const t of Object.values(outputs)) {
-    if (!Array.isArray(t.data)) list.push(t.data.buffer as ArrayBuffer);
+/**
+ * Lowers this thread's scheduling priority. `session.run` is CPU-bound; the main thread does
+ * the HTTP and control work and is the one clients wait on, so under CPU contention it should
+ * win: then health probes, MQTT and the updater stay responsive while inference saturates the
+ * cores. Linux applies setpriority to a single thread when given its thread id, which
+ * /proc/thread-self names; threads onnxruntime creates later (intra-op pools) inherit it.
+ * Best effort: elsewhere, or where not permitted, the worker runs at the process's priority
+ * and says why.
+ */
+function lowerPriority(nice: number): Extract<FromWorker, { op: 'started' }> {
+  let tid: number | undefined;
+  try {
+    tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (!Number.isInteger(tid) || tid <= 0) throw new Error('/proc/thread-self names no thread id');
+    if (nice !== 0) setPriority(tid, nice);
+    return { op: 'started', id: 0, tid, nice: getPriority(tid) };
+  } catch (err) {
+    const error = err instanceof Error ? err.message : String(err);
+    return { op: 'started', id: 0, tid, nice: undefined, error };
   }
-  return list;
 }
 
 async function handle(msg: ToWorker): Promise<void> {
@@ -103,18 +127,22 @@ async function handle(msg: ToWorker): Promise<void> {
             t.shape,
           );
         }
-        const started = process.hrtime.bigint();
+        const started = performance.now();
         const result =
           msg.outputs === undefined || msg.outputs.length === 0
             ? await session.run(feeds)
             : await session.run(feeds, msg.outputs);
-        const computeUs = Number((process.hrtime.bigint() - started) / 1000n);
+        const computeUs = Math.round((performance.now() - started) * 1000);
         const outputs: Record<string, WireTensor> = {};
-        for (const [name, t] of Object.entries(result)) {
-          outputs[name] = toWire(t);
+        const transfer: ArrayBuffer[] = [];
+        for (const name in result) {
+          const t = result[name] as ort.Tensor;
+          const wire = toWire(t);
           t.dispose();
+          outputs[name] = wire;
+          if (!Array.isArray(wire.data)) transfer.push(wire.data.buffer as ArrayBuffer);
         }
-        reply({ op: 'result', id: msg.id, outputs, computeUs }, transferList(outputs));
+        reply({ op: 'result', id: msg.id, outputs, computeUs }, transfer);
         return;
       }
     }
@@ -123,6 +151,7 @@ async function handle(msg: ToWorker): Promise<void> {
   }
 }
 
+parentPort?.postMessage(lowerPriority((workerData as WorkerStart | undefined)?.nice ?? 0));
 parentPort?.on('message', (msg: ToWorker) => {
   void handle(msg);
 });
