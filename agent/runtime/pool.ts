@@ -1,7 +1,8 @@
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { OutpostError } from '../../shared/errors.ts';
 import type { Logger } from '../log.ts';
+import { startWorkerThread } from '../worker-thread.ts';
 import type {
   FromWorker,
   IoMetadata,
@@ -29,25 +30,6 @@ export interface PoolOptions {
 
 type Request = ToWorker extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
 
-/** The compiled file sits beside this one; under tsx (dev, tests) it is the .ts source. */
-function workerUrl(): URL {
-  const ext = import.meta.url.endsWith('.ts') ? 'ts' : 'js';
-  return new URL(`./worker.${ext}`, import.meta.url);
-}
-
-/**
- * Running from TypeScript sources (tsx: dev, tests, the demo), the worker registers tsx's
- * loader itself before importing its .ts module: Node 20 does not carry `--import` loader
- * hooks into worker threads. Built JavaScript starts the worker file directly.
- */
-function createWorker(name: string, start: WorkerStart): Worker {
-  const url = workerUrl();
-  if (!url.pathname.endsWith('.ts')) return new Worker(url, { name, workerData: start });
-  const api = import.meta.resolve('tsx/esm/api');
-  const bootstrap = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); });`;
-  return new Worker(bootstrap, { name, eval: true, workerData: start });
-}
-
 class InferenceWorker {
   readonly worker: Worker;
   private readonly pending = new Map<number, Reply>();
@@ -63,7 +45,7 @@ class InferenceWorker {
     private readonly onExit: (w: InferenceWorker, err: Error) => void,
     onStarted: (w: InferenceWorker, m: Extract<FromWorker, { op: 'started' }>) => void,
   ) {
-    this.worker = createWorker(`outpost-infer-${index}`, start);
+    this.worker = startWorkerThread(import.meta.url, 'worker', `outpost-infer-${index}`, start);
     this.worker.on('message', (m: FromWorker) => {
       if (m.op === 'started') {
         this.thread = { tid: m.tid, nice: m.nice };
