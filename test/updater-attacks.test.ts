@@ -44,7 +44,9 @@ async function refused(agent: Awaited<ReturnType<typeof baseline>>['agent'], pat
     outcome.failed.some((f) => pattern.test(f.error)),
     `expected a failure matching ${pattern}, got ${JSON.stringify(outcome.failed)}`,
   );
-  assert.ok(events(agent).some((e) => e.type === 'update-failed' && pattern.test(String(e.body['error']))));
+  assert.ok(
+    (await events(agent)).some((e) => e.type === 'update-failed' && pattern.test(String(e.body['error']))),
+  );
   assert.equal(await inferOk(agent), '1.0.0');
   assert.match(agent.status().updates!.lastError ?? '', pattern);
 }

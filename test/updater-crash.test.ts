@@ -146,7 +146,7 @@ describe('updater: power loss and crash loops', () => {
     const agent = fx.agent({ dataDir, updates: { crashLoop: { maxUncleanStarts: 2 } } });
     await agent.start();
     assert.equal(await inferOk(agent), '1.0.0');
-    const reverted = events(agent).find((e) => e.type === 'update-reverted');
+    const reverted = (await events(agent)).find((e) => e.type === 'update-reverted');
     assert.equal(reverted?.body['reason'], 'crash-loop');
     assert.equal(reverted?.body['from'], '2.0.0');
     const st = agent.status().updates!;

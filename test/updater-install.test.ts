@@ -23,7 +23,9 @@ describe('updater: install, switch, revert on a failed sample', () => {
     assert.equal(await inferOk(agent), '1.0.0');
     const st = agent.status().updates!;
     assert.equal(st.models[MODEL]?.current.version, '1.0.0');
-    assert.ok(events(agent).some((e) => e.type === 'update-activated' && e.body['version'] === '1.0.0'));
+    assert.ok(
+      (await events(agent)).some((e) => e.type === 'update-activated' && e.body['version'] === '1.0.0'),
+    );
   });
 
   test('an update switches with no failed request and keeps the previous version on disk', async () => {
@@ -51,7 +53,7 @@ describe('updater: install, switch, revert on a failed sample', () => {
     const m = agent.status().updates!.models[MODEL]!;
     assert.equal(m.previous?.version, '1.0.0');
     assert.ok(existsSync(join(agent.config.dataDir, m.previous!.dir)));
-    const steps = events(agent)
+    const steps = (await events(agent))
       .filter((e) => e.type === 'update-progress' && e.body['target'] === `${MODEL}@2.0.0`)
       .map((e) => e.body['step']);
     assert.deepEqual(steps, [
@@ -74,7 +76,7 @@ describe('updater: install, switch, revert on a failed sample', () => {
     assert.match(outcome.failed[0]!.error, /sample check failed/);
     assert.equal(await inferOk(agent), '2.0.0');
     assert.equal(agent.registry.get(MODEL, '3.0.0')?.state, 'UNAVAILABLE');
-    const reverted = events(agent).find((e) => e.type === 'update-reverted');
+    const reverted = (await events(agent)).find((e) => e.type === 'update-reverted');
     assert.equal(reverted?.body['reason'], 'sample-check');
     assert.equal(agent.status().updates!.models[MODEL]?.current.version, '2.0.0');
     const again = await agent.updater!.checkNow();

@@ -89,7 +89,9 @@ describe('updater: transfer faults', () => {
       /sha256 [0-9a-f]{64} is not the [0-9a-f]{64} TUF vouches for/,
     );
     assert.ok(
-      events(agent).some((e) => e.type === 'update-failed' && e.body['code'] === 'OUTPOST_ERR_TRUST_FAILED'),
+      (await events(agent)).some(
+        (e) => e.type === 'update-failed' && e.body['code'] === 'OUTPOST_ERR_TRUST_FAILED',
+      ),
     );
     assert.equal(await inferOk(agent), '1.0.0');
   });
@@ -109,7 +111,7 @@ describe('updater: transfer faults', () => {
     const outcome = await agent.updater!.checkNow();
     assert.ok(Date.now() - started < 10_000);
     assert.match(outcome.failed[0]?.error ?? '', /below the 2000 B\/s minimum/);
-    const failed = events(agent).find((e) => e.type === 'update-failed');
+    const failed = (await events(agent)).find((e) => e.type === 'update-failed');
     assert.equal(failed?.body['code'], 'OUTPOST_ERR_TIMEOUT');
     assert.equal(await inferOk(agent), '1.0.0');
   });
@@ -213,7 +215,7 @@ describe('updater: disk full', () => {
       [],
     );
     assert.ok(
-      events(again).some(
+      (await events(again)).some(
         (e) => e.type === 'update-failed' && e.body['code'] === 'OUTPOST_ERR_STORAGE_BUDGET',
       ),
     );

@@ -158,6 +158,16 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     return new OutpostError('OUTBOX_FULL', `outbox is full (${this.rows} rows, ${this.bytes} bytes)`);
   }
 
+  /** Commits what is waiting and resolves once everything committed so far is on disk. */
+  durable(): Promise<void> {
+    this.flush();
+    const wal = this.wal;
+    if (wal === undefined) return Promise.resolve();
+    return new Promise((resolve, reject) =>
+      wal.after(Number.POSITIVE_INFINITY, (err) => (err === undefined ? resolve() : reject(err))),
+    );
+  }
+
   /**
    * Commits everything waiting, in one transaction, together with the deletes of messages
    * acknowledged since the last commit (one fsync for both). Synchronous: no await inside a

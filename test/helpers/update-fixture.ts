@@ -185,8 +185,9 @@ export async function inferOk(agent: Agent): Promise<string> {
 }
 
 /** The `evt` messages the agent committed to its outbox, as {type, body}. */
-export function events(agent: Agent): Array<{ type: string; body: Record<string, unknown> }> {
-  agent.outbox.flush();
+export async function events(agent: Agent): Promise<Array<{ type: string; body: Record<string, unknown> }>> {
+  // Rows are handed out only once on disk: wait for the events just committed.
+  await agent.outbox.durable();
   return agent.outbox
     .fetch('control', 0, 10_000)
     .filter((m) => m.topic.includes('/evt/'))
