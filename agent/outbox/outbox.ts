@@ -60,6 +60,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   private rows = 0;
   private bytes = 0;
   private rowsByLane: Record<Lane, number> = { control: 0, prediction: 0, telemetry: 0 };
+  private readonly savedCounters = new Map<keyof OutboxCounters, number>();
   private readonly counters: OutboxCounters = {
     enqueued: 0,
     sent: 0,
@@ -198,7 +199,8 @@ export class Outbox extends EventEmitter<OutboxEvents> {
         for (let i = 0; i < batch.length; i++) {
           const m = batch[i] as OutboxMessage;
           const bytes = m.payload.length + Buffer.byteLength(m.topic) + ROW_OVERHEAD;
-          if (!this.makeRoom(bytes, m.lane)) {
+          const fits = this.rows < this.options.maxRows && this.bytes + bytes <= this.options.maxBytes;
+          if (!fits && !this.makeRoom(bytes, m.lane)) {
             rejected++;
             continue;
           }
@@ -238,6 +240,8 @@ export class Outbox extends EventEmitter<OutboxEvents> {
         this.saveCounters();
       })();
     } catch (err) {
+      // The counters' rows were rolled back too: write them all with the next commit.
+      this.savedCounters.clear();
       this.recount();
       // The acks' deletes were rolled back with the rest: they are tried again on their own.
       this.acks.requeue(acks);
@@ -307,8 +311,14 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     }
   }
 
+  /** Writes the counters that changed since the last commit (most commits move one or two). */
   private saveCounters(): void {
-    for (const [name, value] of Object.entries(this.counters)) this.stmts!.counter.run(name, value);
+    for (const name of Object.keys(this.counters) as Array<keyof OutboxCounters>) {
+      const value = this.counters[name];
+      if (this.savedCounters.get(name) === value) continue;
+      this.stmts!.counter.run(name, value);
+      this.savedCounters.set(name, value);
+    }
   }
 
   /** Committed messages of one lane after `afterSeq`, oldest first, skipping expired ones (expire() counts them). */
@@ -366,6 +376,8 @@ export class Outbox extends EventEmitter<OutboxEvents> {
         this.saveCounters();
       })();
     } catch (err) {
+      // The counters' rows were rolled back too: write them all with the next commit.
+      this.savedCounters.clear();
       this.recount();
       this.options.log.error({ err }, 'outbox delete failed; messages will be sent again');
     }
@@ -438,6 +450,8 @@ export class Outbox extends EventEmitter<OutboxEvents> {
         if (n > 0) this.saveCounters();
       })();
     } catch (err) {
+      // The counters' rows were rolled back too: write them all with the next commit.
+      this.savedCounters.clear();
       this.recount();
       this.options.log.error({ err }, 'outbox expiry failed');
       return 0;

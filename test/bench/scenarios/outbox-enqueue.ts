@@ -1,8 +1,9 @@
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { pino } from 'pino';
 import { migrate, OUTBOX_MIGRATIONS } from '../../../agent/outbox/migrations.ts';
-import { Outbox, type OutboxMessage } from '../../../agent/outbox/outbox.ts';
+import type { Outbox, OutboxMessage } from '../../../agent/outbox/outbox.ts';
 import { PREDICTION_PAYLOAD } from '../lib/pipeline-rig.ts';
 import type { Scenario } from '../lib/scenario.ts';
 import { interleaved, mean } from '../lib/stable.ts';
@@ -70,14 +71,17 @@ function rawSqlite(path: string) {
 export const outboxEnqueue: Scenario = {
   name: 'outbox-enqueue',
   description:
-    `Outbox enqueue rate: the Outbox class on a SQLite file in a temp dir (WAL, synchronous FULL, ` +
+    `Outbox enqueue rate: the Outbox class (compiled JavaScript, as the service runs it) on a SQLite file in a temp dir (WAL, synchronous FULL, ` +
     `batchSize ${BATCH}, maxDelayMs 10: the defaults), fed ${BATCH} prediction-sized messages ` +
     `(${PAYLOAD.length}-byte payload) per event-loop turn, each batch awaited until every promise resolved ` +
     `(committed). Baseline: raw better-sqlite3 inserts of the same rows into the same schema, one ` +
     `transaction per ${BATCH} rows, same pragmas. Both run in the bench process; windows alternate until ` +
     'three agree within 10%.',
   async run(ctx) {
-    const outbox = new Outbox({
+    // The agent's compiled JavaScript, as the service runs it (not the bench's own TypeScript loader).
+    const built = pathToFileURL(join(ctx.buildDir, 'agent', 'outbox', 'outbox.js')).href;
+    const { Outbox: BuiltOutbox } = (await import(built)) as typeof import('../../../agent/outbox/outbox.ts');
+    const outbox = new BuiltOutbox({
       path: join(ctx.tmpDir, 'outbox.db'),
       bootId: 'bench',
       synchronous: 'FULL',
