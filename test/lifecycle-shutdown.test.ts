@@ -142,9 +142,9 @@ describe('lifecycle: SIGTERM', () => {
     await slow.waitForLine('agent ready');
     const sentAt = Date.now();
     slow.kill('SIGTERM');
-    const { code } = await slow.exited;
+    const { code, signal } = await slow.exited;
     const took = Date.now() - sentAt;
-    assert.equal(code, 1);
+    assert.equal(code, 1, `exit code ${code}, signal ${signal}`);
     assert.ok(took >= 500 && took < 5_000, `forced exit after ${took} ms`);
     assert.ok(slow.index('graceful shutdown missed its deadline; exiting') >= 0);
     assert.ok(existsSync(join(dir, 'data', RUN_STATE_FILE)), 'run-state stays: the run did not end cleanly');

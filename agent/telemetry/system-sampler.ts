@@ -1,3 +1,4 @@
+import type { Worker } from 'node:worker_threads';
 import { startWorkerThread } from '../worker-thread.ts';
 import type { SystemFigures } from './system.ts';
 
@@ -9,13 +10,22 @@ type Reply = { ok: true; figures: SystemFigures } | { ok: false; error: string }
  * samples (one a minute by default). A sample that has not come back within `timeoutMs` is
  * abandoned and the thread terminated.
  */
+const running = new Set<Worker>();
+
+/** Ends samples in flight (their promises reject): an agent that stops leaves no thread behind. */
+export async function stopSystemSamples(): Promise<void> {
+  await Promise.all([...running].map((w) => w.terminate()));
+}
+
 export function sampleSystemOffThread(dataDir: string, timeoutMs = 20_000): Promise<SystemFigures> {
   return new Promise((resolve, reject) => {
     const worker = startWorkerThread(import.meta.url, 'system-worker', 'outpost-telemetry', { dataDir });
+    running.add(worker);
     let settled = false;
     const finish = (err: Error | undefined, figures?: SystemFigures) => {
       if (settled) return;
       settled = true;
+      running.delete(worker);
       clearTimeout(timer);
       void worker.terminate();
       if (err !== undefined) reject(err);

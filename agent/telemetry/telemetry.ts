@@ -2,7 +2,7 @@ import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from '../log.ts';
 import type { Publisher } from '../publisher.ts';
 import type { InferenceStats } from './inference-stats.ts';
-import { sampleSystemOffThread } from './system-sampler.ts';
+import { sampleSystemOffThread, stopSystemSamples } from './system-sampler.ts';
 
 export type TelemetryKind = 'system' | 'runtime' | 'outbox';
 
@@ -83,5 +83,6 @@ export class Telemetry {
     const tasks = this.tasks;
     this.tasks = [];
     await Promise.all(tasks.map((t) => t.destroy()));
+    await stopSystemSamples();
   }
 }
