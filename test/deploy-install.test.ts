@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
@@ -17,32 +16,11 @@ import type { DoctorReport } from '../agent/doctor.ts';
 import { readCredential } from '../agent/sync/credentials.ts';
 import { ROOT } from './fixtures/agent-process.ts';
 import { startControlPlane, type TestControlPlane } from './helpers/cloud.ts';
+import { runCommand } from './helpers/run.ts';
 import { tempDir } from './helpers/tmp.ts';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, {
-      cwd: ROOT,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}) {
+  return runCommand(command, args, { cwd: ROOT, env });
 }
 
 /**
