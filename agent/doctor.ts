@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -7,6 +6,7 @@ import mqtt from 'mqtt';
 import { errorMessage } from '../shared/errors.ts';
 import { GraphBuilder } from '../shared/onnx/builder.ts';
 import type { AgentConfig } from './config.ts';
+import { runCommand } from './run-command.ts';
 import { StorageBudget } from './storage/budget.ts';
 import { connectionOptions } from './uplink/mqtt-options.ts';
 
@@ -161,7 +161,7 @@ export async function checkOnnxRuntime(timeoutMs = 30_000): Promise<CheckResult>
         .then((s) => s.run({ x: new ort.Tensor('float32', Float32Array.from([2, 3]), [1, 2]) }))
         .then((r) => { console.log(JSON.stringify({ y: Array.from(r.y.data), version: ort.env.versions.common })); process.exit(0); })
         .catch((e) => { console.error(e && e.message ? e.message : String(e)); process.exit(1); });`;
-    const child = await runChild(process.execPath, ['-e', script, ortPath, model], timeoutMs);
+    const child = await runCommand(process.execPath, ['-e', script, ortPath, model], { timeoutMs });
     if (child.signal !== null)
       return {
         name,
@@ -286,33 +286,6 @@ export function formatReport(report: DoctorReport): string {
   const failed = report.checks.filter((c) => c.state === 'fail').length;
   lines.push('', report.ok ? 'all checks passed' : `${failed} check${failed === 1 ? '' : 's'} failed`);
   return lines.join('\n');
-}
-
-function runChild(
-  command: string,
-  args: string[],
-  timeoutMs: number,
-): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
 }
 
 function mode(m: number): string {

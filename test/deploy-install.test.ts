@@ -13,10 +13,10 @@ import { arch } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { DoctorReport } from '../agent/doctor.ts';
+import { runCommand } from '../agent/run-command.ts';
 import { readCredential } from '../agent/sync/credentials.ts';
 import { ROOT } from './fixtures/agent-process.ts';
 import { startControlPlane, type TestControlPlane } from './helpers/cloud.ts';
-import { runCommand } from './helpers/run.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}) {

@@ -8,8 +8,8 @@ export interface CommandResult {
 }
 
 /**
- * Runs a command to completion and collects its output; async, so servers in the test process
- * keep answering while it runs. Killed with SIGKILL after `timeoutMs`.
+ * Runs a command to completion and collects its output, without blocking the event loop
+ * (doctor's checks; tests that drive the CLIs). Killed with SIGKILL after `timeoutMs`.
  */
 export function runCommand(
   command: string,
