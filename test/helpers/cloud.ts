@@ -1,9 +1,9 @@
-import { pino } from 'pino';
 import { AdminClient } from '../../cloud-sync/client/admin-client.ts';
 import { type ControlPlane, createControlPlane } from '../../cloud-sync/control-plane.ts';
 import type { RolloutStatus } from '../../cloud-sync/rollout/engine.ts';
 import { type ControlPlaneConfigInput, loadControlPlaneConfig } from '../../cloud-sync/server/config.ts';
 import { bootstrapRepository, type RepoKeys } from '../../cloud-sync/tuf/bootstrap.ts';
+import { createJsonLogger } from '../../shared/log.ts';
 import { waitFor } from './agent.ts';
 import { tempDir } from './tmp.ts';
 
@@ -11,7 +11,8 @@ export const OPERATOR_TOKEN = 'test-operator-token-0123456789';
 
 /** A clock tests move by hand: soak times and device timeouts pass in milliseconds of real time. */
 export class FakeClock {
-  constructor(public t = Date.parse('2026-11-29T12:00:00Z')) {}
+  /** Starts at the real time: TUF clients in the same test check expiry against the real clock. */
+  constructor(public t = Date.now()) {}
   now = (): number => this.t;
   advance(ms: number): void {
     this.t += ms;
@@ -49,7 +50,7 @@ export async function startControlPlane(
       },
     });
     return createControlPlane(config, {
-      logger: pino({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }),
+      logger: createJsonLogger({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }),
       now: clock.now,
       keys: { snapshot: [keys.snapshot], timestamp: [keys.timestamp], director: [keys.director] },
     });
