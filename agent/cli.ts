@@ -4,13 +4,6 @@ import { parseArgs } from 'node:util';
 import { errorMessage, isOutpostError } from '../shared/errors.ts';
 import { OUTPOST_VERSION } from '../shared/version.ts';
 import { type AgentConfig, loadConfig } from './config.ts';
-import { formatReport, runDoctor } from './doctor.ts';
-import { runUntilSignal } from './lifecycle.ts';
-import { createReloadableLogger } from './log-level.ts';
-import { createAgent } from './main.ts';
-import { RunState } from './run-state.ts';
-import { SdNotifier } from './sd-notify.ts';
-import { fetchStatus, formatStatus } from './status-view.ts';
 
 const USAGE = `outpost-agent ${OUTPOST_VERSION}
 
@@ -57,25 +50,44 @@ async function main(argv: string[]): Promise<number> {
   const load = (): Readonly<AgentConfig> =>
     loadConfig({ ...(file === undefined ? {} : { file }), env: process.env });
   switch (command) {
+    // Each command imports what it needs: the service process should not hold the doctor's
+    // MQTT client and ONNX builder, nor `doctor` the whole agent.
     case 'run': {
+      const [{ runUntilSignal }, { createLogger }, { createAgent }, { RunState }, { SdNotifier }] =
+        await Promise.all([
+          import('./lifecycle.ts'),
+          import('./log.ts'),
+          import('./main.ts'),
+          import('./run-state.ts'),
+          import('./sd-notify.ts'),
+        ]);
       const config = load();
-      const { logger, setLevel } = createReloadableLogger(config.log.level);
+      const logger = createLogger(config.log.level);
       const agent = createAgent(config, { logger });
       await runUntilSignal(agent, {
         shutdownDeadlineMs: config.shutdownDeadlineMs,
         notifier: new SdNotifier({ log: logger.child({ component: 'systemd' }) }),
         runState: new RunState(config.dataDir),
         loadConfig: load,
-        reloaders: [{ keys: ['log.level'], apply: (next) => setLevel(next.log.level) }],
+        reloaders: [
+          {
+            keys: ['log.level'],
+            apply: (next) => {
+              logger.level = next.log.level;
+            },
+          },
+        ],
       });
       return -1;
     }
     case 'status': {
+      const { fetchStatus, formatStatus } = await import('./status-view.ts');
       const status = await fetchStatus(load());
       console.log(values.json === true ? JSON.stringify(status, null, 2) : formatStatus(status));
       return 0;
     }
     case 'doctor': {
+      const { formatReport, runDoctor } = await import('./doctor.ts');
       const report = await runDoctor({
         loadConfig: load,
         configSource: file ?? '(defaults and environment)',

@@ -1,8 +1,8 @@
-import { type DestinationStream, type Logger, pino } from 'pino';
+import { createJsonLogger, type DestinationStream, type Logger } from '../shared/log.ts';
 
 export type { Logger };
 
-/** Paths pino blanks in every log line: tokens, passwords and keys never reach journald. */
+/** Paths blanked in every log line: tokens, passwords and keys never reach journald. */
 export const REDACT_PATHS = [
   'token',
   'password',
@@ -21,17 +21,14 @@ export const REDACT_PATHS = [
   'config.updates.token',
 ];
 
-/** The root logger: pino JSON on stdout (journald takes it). Components take `.child({ component })`. */
+/** The root logger: JSON lines on stdout (journald takes them). Components take `.child({ component })`. */
 export function createLogger(level: string, destination?: DestinationStream): Logger {
-  return pino(
-    {
-      level,
-      base: { pid: process.pid },
-      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-      timestamp: pino.stdTimeFunctions.isoTime,
-    },
-    destination,
-  );
+  return createJsonLogger({
+    level,
+    base: { pid: process.pid },
+    redact: REDACT_PATHS,
+    ...(destination === undefined ? {} : { destination }),
+  });
 }
 
 /**

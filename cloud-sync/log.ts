@@ -1,4 +1,4 @@
-import { type DestinationStream, type Logger, pino } from 'pino';
+import { createJsonLogger, type DestinationStream, type Logger } from '../shared/log.ts';
 
 export type { Logger };
 
@@ -15,15 +15,12 @@ const REDACT = [
   'config.operatorToken',
 ];
 
-/** The control plane's root logger: pino JSON on stdout; components take `.child({ component })`. */
+/** The control plane's root logger: JSON lines on stdout; components take `.child({ component })`. */
 export function createLogger(level: string, destination?: DestinationStream): Logger {
-  return pino(
-    {
-      level,
-      base: { pid: process.pid, service: 'outpost-control-plane' },
-      redact: { paths: REDACT, censor: '[redacted]' },
-      timestamp: pino.stdTimeFunctions.isoTime,
-    },
-    destination,
-  );
+  return createJsonLogger({
+    level,
+    base: { pid: process.pid, service: 'outpost-control-plane' },
+    redact: REDACT,
+    ...(destination === undefined ? {} : { destination }),
+  });
 }

@@ -58,7 +58,7 @@ describe('outpost CLI against `outpost serve`', () => {
     if (server.exitCode === null) server.kill('SIGKILL');
   });
 
-  test('publish, devices and rollout subcommands talk to the control plane; logs are pino JSON', async () => {
+  test('publish, devices and rollout subcommands talk to the control plane; logs are JSON lines', async () => {
     const bundle = await exampleBundles.mlp(tempDir('cli-bundles'));
     const pub = await outpost('publish', bundle.dir, '--keys', join(dataDir, 'keys'));
     assert.match(pub.stdout, /published mlp-classifier@1\.0\.0 \(targets v2\)/);

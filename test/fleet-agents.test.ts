@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { pino } from 'pino';
 import { loadConfig } from '../agent/config.ts';
 import { type Agent, createAgent } from '../agent/main.ts';
 import { publishBundle } from '../cloud-sync/client/publish.ts';
 import type { RolloutStatus } from '../cloud-sync/rollout/engine.ts';
 import { exampleBundles } from '../deploy/examples/example-bundles.ts';
+import { createJsonLogger } from '../shared/log.ts';
 import { waitFor } from './helpers/agent.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
 import { driveRollout, startControlPlane, type TestControlPlane } from './helpers/cloud.ts';
@@ -55,7 +55,7 @@ describe('full agents follow rollouts', () => {
         },
       });
       const agent = createAgent(config, {
-        logger: pino({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }),
+        logger: createJsonLogger({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }),
       });
       await agent.start();
       agents.push(agent);

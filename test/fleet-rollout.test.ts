@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { pino } from 'pino';
 import { WorkerPool } from '../agent/runtime/pool.ts';
 import { publishBundle } from '../cloud-sync/client/publish.ts';
 import type { RolloutStatus } from '../cloud-sync/rollout/engine.ts';
 import { exampleBundles } from '../deploy/examples/example-bundles.ts';
+import { createJsonLogger } from '../shared/log.ts';
 import { waitFor } from './helpers/agent.ts';
 import { driveRollout, rolloutStatus, startControlPlane, type TestControlPlane } from './helpers/cloud.ts';
 import { FleetDevice } from './helpers/fleet-device.ts';
@@ -24,7 +24,7 @@ describe('fleet rollouts', () => {
   const pool = new WorkerPool(
     1,
     { intraOpThreads: 1, interOpThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential' },
-    pino({ level: 'silent' }),
+    createJsonLogger({ level: 'silent' }),
   );
 
   const status = (id: string) => rolloutStatus(t, id);

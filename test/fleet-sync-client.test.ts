@@ -4,13 +4,13 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { pino } from 'pino';
 import { type InstallOutcome, SyncClient } from '../agent/sync/sync-client.ts';
+import { createJsonLogger } from '../shared/log.ts';
 import { waitFor } from './helpers/agent.ts';
 import { freePort } from './helpers/broker.ts';
 import { tempDir } from './helpers/tmp.ts';
 
-const quiet = pino({ level: 'silent' });
+const quiet = createJsonLogger({ level: 'silent' });
 
 function client(
   url: string,

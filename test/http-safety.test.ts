@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { pino } from 'pino';
 import { loadConfig } from '../agent/config.ts';
 import { Router } from '../agent/http/router.ts';
 import { HttpServer, sendJson } from '../agent/http/server.ts';
 import { isOutpostError } from '../shared/errors.ts';
+import { createJsonLogger } from '../shared/log.ts';
 import { apiAgent, baseUrl } from './helpers/api.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -30,7 +30,7 @@ test('the default binds loopback; any other address without a token refuses to s
     headersTimeoutMs: 1000,
     requestTimeoutMs: 1000,
     keepAliveTimeoutMs: 1000,
-    log: pino({ level: 'silent' }),
+    log: createJsonLogger({ level: 'silent' }),
   });
   await assert.rejects(server.start(), /without a bearer token/);
 });
@@ -69,7 +69,7 @@ async function tightServer(): Promise<{ server: HttpServer; port: number }> {
     headersTimeoutMs: 300,
     requestTimeoutMs: 600,
     keepAliveTimeoutMs: 300,
-    log: pino({ level: 'silent' }),
+    log: createJsonLogger({ level: 'silent' }),
   });
   return { server, port: await server.start() };
 }

@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { pino } from 'pino';
 import { SdNotifier } from '../agent/sd-notify.ts';
+import { createJsonLogger } from '../shared/log.ts';
 import { ROOT } from './fixtures/agent-process.ts';
 import { tempDir } from './helpers/tmp.ts';
 
-const log = pino({ level: 'silent' });
+const log = createJsonLogger({ level: 'silent' });
 
 function available(cmd: string, args: string[]): boolean {
   try {
@@ -52,7 +52,10 @@ describe('sd_notify', () => {
     assert.equal(off.enabled, false);
     await off.ready();
     const warnings: string[] = [];
-    const capture = pino({ level: 'warn' }, { write: (s: string) => warnings.push(s) });
+    const capture = createJsonLogger({
+      level: 'warn',
+      destination: { write: (s: string) => warnings.push(s) },
+    });
     const broken = new SdNotifier({
       log: capture,
       env: { NOTIFY_SOCKET: '/nonexistent' },

@@ -4,16 +4,16 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import mqtt from 'mqtt';
-import { pino } from 'pino';
 import { Outbox, type OutboxMessage } from '../agent/outbox/outbox.ts';
 import type { Envelope } from '../shared/envelope.ts';
 import { isOutpostError } from '../shared/errors.ts';
+import { createJsonLogger } from '../shared/log.ts';
 import { testAgent, waitFor } from './helpers/agent.ts';
 import { startBroker } from './helpers/broker.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const model = { name: 'm', version: '1.0.0', sha256: 'a'.repeat(64) };
-const silent = pino({ level: 'silent' });
+const silent = createJsonLogger({ level: 'silent' });
 
 test('bounds reached: telemetry is evicted first, then predictions, control never; counters match what is missing', async () => {
   const db = tempDir('mosquitto-db');

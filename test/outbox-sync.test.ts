@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { pino } from 'pino';
 import { Outbox, type OutboxMessage, type StoredMessage } from '../agent/outbox/outbox.ts';
 import { isOutpostError } from '../shared/errors.ts';
+import { createJsonLogger } from '../shared/log.ts';
 import { tempDir } from './helpers/tmp.ts';
 
-const silent = pino({ level: 'silent' });
+const silent = createJsonLogger({ level: 'silent' });
 
 function open(maxRows = 1_000): Outbox {
   const outbox = new Outbox({

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import mqtt from 'mqtt';
-import { pino } from 'pino';
 import { loadConfig } from '../agent/config.ts';
 import { createAgent } from '../agent/main.ts';
 import type { Envelope } from '../shared/envelope.ts';
+import { createJsonLogger } from '../shared/log.ts';
 import { topics } from '../shared/topics.ts';
 import { linearPipelineBundle, readingOf } from './fixtures/pipeline-bundles.ts';
 import { waitFor } from './helpers/agent.ts';
@@ -55,7 +55,7 @@ test('malformed sensor payloads are counted, logged at most once per interval, a
       models: { bundles: [bundle.dir] },
     },
   });
-  const agent = createAgent(config, { logger: pino({ level: 'warn' }, sink) });
+  const agent = createAgent(config, { logger: createJsonLogger({ level: 'warn', destination: sink }) });
   await agent.start();
   const sensor = await mqtt.connectAsync(broker.url, { protocolVersion: 4 });
   const cloud = await mqtt.connectAsync(broker.url, { protocolVersion: 4 });

@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, test } from 'node:test';
 import mqtt, { type MqttClient } from 'mqtt';
-import { pino } from 'pino';
 import type { AgentConfigInput } from '../agent/config.ts';
 import type { Agent } from '../agent/main.ts';
 import { LineStreamSource } from '../agent/sources/line-stream.ts';
 import type { Envelope } from '../shared/envelope.ts';
+import { createJsonLogger } from '../shared/log.ts';
 import { topics } from '../shared/topics.ts';
 import { linearPipelineBundle, readingOf } from './fixtures/pipeline-bundles.ts';
 import { testAgent, waitFor } from './helpers/agent.ts';
@@ -221,7 +221,7 @@ test('line stream on stdin: lines split across chunks, over-long lines dropped a
     fromEnd: false,
     maxLineBytes: 32,
     stdin,
-    log: pino({ level: 'silent' }),
+    log: createJsonLogger({ level: 'silent' }),
     deliver: (line) => {
       lines.push(line);
       return Promise.resolve();

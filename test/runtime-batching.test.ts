@@ -1,17 +1,17 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { pino } from 'pino';
 import type { RequestOutcome } from '../agent/runtime/observer.ts';
 import { WorkerPool } from '../agent/runtime/pool.ts';
 import { ModelRegistry } from '../agent/runtime/registry.ts';
 import { writeBundle } from '../deploy/examples/example-bundles.ts';
 import { readBundle } from '../shared/bundle/read.ts';
 import { isOutpostError } from '../shared/errors.ts';
+import { createJsonLogger } from '../shared/log.ts';
 import { MLP_FEATURES, mlpClassifier } from '../shared/onnx/models.ts';
 import type { Tensor } from '../shared/tensor.ts';
 import { tempDir } from './helpers/tmp.ts';
 
-const log = pino({ level: 'silent' });
+const log = createJsonLogger({ level: 'silent' });
 let pool: WorkerPool;
 const executions: Array<{ model: string; rows: number; requests: number }> = [];
 const requests: Array<{ model: string; outcome: RequestOutcome }> = [];

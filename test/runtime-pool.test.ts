@@ -4,15 +4,15 @@ import { writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { pino } from 'pino';
 import { loadConfig } from '../agent/config.ts';
 import { WorkerPool } from '../agent/runtime/pool.ts';
 import { exampleBundles } from '../deploy/examples/example-bundles.ts';
 import { isOutpostError } from '../shared/errors.ts';
+import { createJsonLogger } from '../shared/log.ts';
 import { mlpClassifier } from '../shared/onnx/models.ts';
 import { tempDir } from './helpers/tmp.ts';
 
-const log = pino({ level: 'silent' });
+const log = createJsonLogger({ level: 'silent' });
 
 test('the pool defaults to one worker per CPU core but one, and at least one', () => {
   assert.equal(WorkerPool.defaultSize(0), Math.max(1, availableParallelism() - 1));

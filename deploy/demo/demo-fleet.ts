@@ -1,12 +1,12 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { AdminClient } from '../../cloud-sync/client/admin-client.ts';
 import { publishBundle } from '../../cloud-sync/client/publish.ts';
 import { type ControlPlane, createControlPlane } from '../../cloud-sync/control-plane.ts';
 import type { RolloutStatus } from '../../cloud-sync/rollout/engine.ts';
 import { loadControlPlaneConfig } from '../../cloud-sync/server/config.ts';
 import { bootstrapRepository, type RepoKeys } from '../../cloud-sync/tuf/bootstrap.ts';
+import { createJsonLogger } from '../../shared/log.ts';
 
 /** The demo's control plane: a fresh TUF repository, the real control plane, an admin client. */
 export interface DemoFleet {
@@ -30,7 +30,9 @@ export async function startDemoFleet(dataDir: string, port: number, brokerUrl: s
       rollouts: { tickMs: 250 },
     },
   });
-  const cp = createControlPlane(config, { logger: pino({ level: process.env.OUTPOST_LOG ?? 'warn' }) });
+  const cp = createControlPlane(config, {
+    logger: createJsonLogger({ level: process.env.OUTPOST_LOG ?? 'warn' }),
+  });
   await cp.start();
   const client = new AdminClient(cp.url, token);
   const pinnedRoot = join(dataDir, 'pinned-root.json');

@@ -2,11 +2,11 @@ import { rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
-import { pino } from 'pino';
 import { startEmbeddedBroker } from '../../agent/broker/embedded.ts';
 import { loadConfig } from '../../agent/config.ts';
 import { createAgent } from '../../agent/main.ts';
 import type { Envelope } from '../../shared/envelope.ts';
+import { createJsonLogger } from '../../shared/log.ts';
 import { VIBRATION_ANOMALY_THRESHOLD } from '../../shared/onnx/models.ts';
 import { vibrationBundle } from '../examples/example-bundles.ts';
 import { followRollout, publish, startDemoFleet } from './demo-fleet.ts';
@@ -77,7 +77,9 @@ async function main(): Promise<void> {
       updates: { enabled: true, pinnedRoot: fleet.pinnedRoot },
     },
   });
-  const agent = createAgent(config, { logger: pino({ level: process.env.OUTPOST_LOG ?? 'warn' }) });
+  const agent = createAgent(config, {
+    logger: createJsonLogger({ level: process.env.OUTPOST_LOG ?? 'warn' }),
+  });
   await agent.start();
   console.log(`  local HTTP API   http://127.0.0.1:${agent.httpPort}/v2/models/vibration-anomaly`);
   console.log(

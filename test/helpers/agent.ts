@@ -1,6 +1,6 @@
-import { pino } from 'pino';
 import { type AgentConfigInput, loadConfig } from '../../agent/config.ts';
 import { type Agent, createAgent } from '../../agent/main.ts';
+import { createJsonLogger } from '../../shared/log.ts';
 import { tempDir } from './tmp.ts';
 
 /** An agent on a temp data dir, HTTP on an ephemeral loopback port, quiet logs unless OUTPOST_TEST_LOG is set. */
@@ -14,7 +14,7 @@ export function testAgent(overrides: AgentConfigInput = {}): Agent {
       ...overrides,
     },
   });
-  const logger = pino({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' });
+  const logger = createJsonLogger({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' });
   return createAgent(config, { logger });
 }
 

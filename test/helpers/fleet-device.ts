@@ -1,12 +1,12 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Logger, pino } from 'pino';
 import { loadConfig } from '../../agent/config.ts';
 import type { WorkerPool } from '../../agent/runtime/pool.ts';
 import { ModelRegistry } from '../../agent/runtime/registry.ts';
 import { SyncClient } from '../../agent/sync/sync-client.ts';
 import { UpdaterBridge } from '../../agent/sync/updater-bridge.ts';
 import { Updater } from '../../agent/updater/updater.ts';
+import { createJsonLogger, type Logger } from '../../shared/log.ts';
 import { OUTPOST_VERSION } from '../../shared/version.ts';
 import { tempDir } from './tmp.ts';
 
@@ -32,7 +32,7 @@ export class FleetDevice {
     pool: WorkerPool,
     pinnedRoot: string,
   ) {
-    this.log = pino({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }).child({ device: id });
+    this.log = createJsonLogger({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }).child({ device: id });
     // The registry loads, unloads and runs by key (and schedules by the pool's worker count):
     // prefix the keys with the device id, pass the rest through.
     const view = {

@@ -1,10 +1,10 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { type AgentConfigInput, loadConfig } from '../../agent/config.ts';
 import { type Agent, type AgentDeps, createAgent } from '../../agent/main.ts';
 import { exampleBundles } from '../../deploy/examples/example-bundles.ts';
 import { sampleInputs } from '../../shared/bundle/sample.ts';
+import { createJsonLogger } from '../../shared/log.ts';
 import {
   buildRoot,
   type DirectorTarget,
@@ -151,7 +151,7 @@ export class UpdateFixture {
   agent(overrides: AgentConfigInput = {}, deps: AgentDeps = {}): Agent {
     const config = loadConfig({ overrides: this.agentConfig(overrides) });
     const a = createAgent(config, {
-      logger: pino({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }),
+      logger: createJsonLogger({ level: process.env.OUTPOST_TEST_LOG ?? 'silent' }),
       ...deps,
     });
     this.agents.push(a);

@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { Outbox } from '../../../agent/outbox/outbox.ts';
+import { createJsonLogger } from '../../../shared/log.ts';
 import { topics } from '../../../shared/topics.ts';
 import { startBroker } from '../../helpers/broker.ts';
 import { CloudSubscriber } from '../lib/mqtt-load.ts';
@@ -57,7 +57,7 @@ async function fillOutbox(path: string, count: number): Promise<void> {
     maxRows: 2_000_000,
     maxBytes: 512 * 1024 * 1024,
     ttlMs: { prediction: 7 * 24 * 3600_000, telemetry: 24 * 3600_000 },
-    log: pino({ level: 'silent' }),
+    log: createJsonLogger({ level: 'silent' }),
   });
   outbox.start();
   const topic = topics.pred(DEVICE, MODEL);

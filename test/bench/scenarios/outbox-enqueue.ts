@@ -1,9 +1,9 @@
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
-import { pino } from 'pino';
 import { migrate, OUTBOX_MIGRATIONS } from '../../../agent/outbox/migrations.ts';
 import type { Outbox, OutboxMessage } from '../../../agent/outbox/outbox.ts';
+import { createJsonLogger } from '../../../shared/log.ts';
 import { PREDICTION_PAYLOAD } from '../lib/pipeline-rig.ts';
 import type { Scenario } from '../lib/scenario.ts';
 import { interleaved, mean } from '../lib/stable.ts';
@@ -90,7 +90,7 @@ export const outboxEnqueue: Scenario = {
       maxRows: 20_000_000,
       maxBytes: 8 * 1024 ** 3,
       ttlMs: { prediction: 7 * 24 * 3600_000, telemetry: 24 * 3600_000 },
-      log: pino({ level: 'silent' }),
+      log: createJsonLogger({ level: 'silent' }),
     });
     outbox.start();
     ctx.defer(() => outbox.stop());
