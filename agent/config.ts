@@ -2,8 +2,20 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import cron from 'node-cron';
-import { z } from 'zod';
 import { OutpostError } from '../shared/errors.ts';
+import {
+  type AnySchema,
+  BooleanSchema,
+  EnumSchema,
+  type Infer,
+  type Input,
+  NumberSchema,
+  ObjectSchema,
+  type Shape,
+  StringSchema,
+  WrapperSchema,
+  z,
+} from '../shared/schema.ts';
 import { isTopicLevel } from '../shared/topics.ts';
 import { describeIssues } from '../shared/validate.ts';
 
@@ -320,8 +332,8 @@ export const configSchema = z
       });
   });
 
-export type AgentConfig = z.infer<typeof configSchema>;
-export type AgentConfigInput = z.input<typeof configSchema>;
+export type AgentConfig = Infer<typeof configSchema>;
+export type AgentConfigInput = Input<typeof configSchema>;
 
 function defaultDeviceId(): string {
   const cleaned = hostname()
@@ -343,32 +355,27 @@ interface Leaf {
 /** Walks the schema for every leaf that an environment variable may set. */
 export function configLeaves(): Leaf[] {
   const leaves: Leaf[] = [];
-  const visit = (schema: z.ZodType, path: string[]): void => {
+  const visit = (schema: AnySchema, path: string[]): void => {
     const inner = unwrap(schema);
-    if (inner instanceof z.ZodObject) {
-      for (const [key, child] of Object.entries(inner.shape as Record<string, z.ZodType>))
-        visit(child, [...path, key]);
+    if (inner instanceof ObjectSchema) {
+      for (const [key, child] of Object.entries(inner.shape as Shape)) visit(child, [...path, key]);
       return;
     }
     let kind: Leaf['kind'] = 'json';
-    if (inner instanceof z.ZodString || inner instanceof z.ZodEnum) kind = 'string';
-    else if (inner instanceof z.ZodNumber) kind = 'number';
-    else if (inner instanceof z.ZodBoolean) kind = 'boolean';
+    if (inner instanceof StringSchema || inner instanceof EnumSchema) kind = 'string';
+    else if (inner instanceof NumberSchema) kind = 'number';
+    else if (inner instanceof BooleanSchema) kind = 'boolean';
     leaves.push({ path, kind });
   };
   visit(configSchema, []);
   return leaves;
 }
 
-function unwrap(schema: z.ZodType): z.ZodType {
-  let current: z.ZodType = schema;
-  // Defaults, prefaults, optionals and pipes wrap the type that tells what an env value must be.
-  for (;;) {
-    const def = current._zod.def as { innerType?: z.ZodType; in?: z.ZodType };
-    const next = def.innerType ?? def.in;
-    if (next === undefined) return current;
-    current = next;
-  }
+function unwrap(schema: AnySchema): AnySchema {
+  // Defaults, prefaults and optionals wrap the type that tells what an env value must be.
+  let current = schema;
+  while (current instanceof WrapperSchema) current = current.inner;
+  return current;
 }
 
 function parseEnvValue(raw: string, kind: Leaf['kind'], name: string): unknown {

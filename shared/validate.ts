@@ -1,8 +1,8 @@
-import type { z } from 'zod';
 import { type ErrorCode, OutpostError } from './errors.ts';
+import type { AnySchema, Infer, SchemaError } from './schema.ts';
 
 /** One line per problem, each naming the field: `pipeline.window.size: must be ≥ 1`. */
-export function describeIssues(error: z.ZodError, prefix = ''): string[] {
+export function describeIssues(error: SchemaError, prefix = ''): string[] {
   return error.issues.map((issue) => {
     const path = [prefix, ...issue.path.map(String)].filter((p) => p !== '').join('.');
     return `${path === '' ? '(root)' : path}: ${issue.message}`;
@@ -10,13 +10,13 @@ export function describeIssues(error: z.ZodError, prefix = ''): string[] {
 }
 
 /** Parses with a schema or throws an OutpostError whose message lists every bad field. */
-export function parseOrThrow<S extends z.ZodType>(
+export function parseOrThrow<S extends AnySchema>(
   schema: S,
   value: unknown,
   what: string,
   code: ErrorCode = 'BAD_REQUEST',
   prefix = '',
-): z.infer<S> {
+): Infer<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   const problems = describeIssues(result.error, prefix);

@@ -76,7 +76,7 @@ describe('config: one schema', () => {
     assert.deepEqual(env, ['OUTPOST_SHUTDOWN_DEADLINE_MS: must be a number, got "soon"']);
     const unknown = problems(() => loadConfig({ overrides: { storage: { maxbytes: 1 } as never } }));
     assert.ok(
-      unknown.some((p) => p.startsWith('storage:') && p.includes('maxbytes')),
+      unknown.some((p) => p.startsWith('storage.maxbytes: unknown field') && p.includes('maxBytes')),
       unknown.join('\n'),
     );
   });

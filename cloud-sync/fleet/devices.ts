@@ -1,5 +1,5 @@
-import { z } from 'zod';
 import { OutpostError } from '../../shared/errors.ts';
+import { type Infer, z } from '../../shared/schema.ts';
 import { isTopicLevel } from '../../shared/topics.ts';
 import { parseOrThrow } from '../../shared/validate.ts';
 import type { Logger } from '../log.ts';
@@ -42,7 +42,7 @@ export const reportSchema = z
   })
   .strict();
 
-export type DeviceReport = z.infer<typeof reportSchema>;
+export type DeviceReport = Infer<typeof reportSchema>;
 
 export const enrolSchema = z
   .object({

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
-import { z } from 'zod';
 import { OutpostError } from '../../shared/errors.ts';
+import { type Infer, type Input, z } from '../../shared/schema.ts';
 import { describeIssues } from '../../shared/validate.ts';
 import { parseDuration } from '../rollout/plan.ts';
 
@@ -86,8 +86,8 @@ export const controlPlaneSchema = z
   })
   .strict();
 
-export type ControlPlaneConfig = z.infer<typeof controlPlaneSchema>;
-export type ControlPlaneConfigInput = z.input<typeof controlPlaneSchema>;
+export type ControlPlaneConfig = Infer<typeof controlPlaneSchema>;
+export type ControlPlaneConfigInput = Input<typeof controlPlaneSchema>;
 
 /** Reads an optional JSON file, applies OUTPOST_CP_* variables for the common keys, validates once. */
 export function loadControlPlaneConfig(options: {

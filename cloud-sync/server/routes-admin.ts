@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import { z } from 'zod';
 import { OutpostError } from '../../shared/errors.ts';
+import { z } from '../../shared/schema.ts';
 import { parseOrThrow } from '../../shared/validate.ts';
 import { parseDuration, parseRate, parseSelector, parseWaves } from '../rollout/plan.ts';
 import { checkOperator } from './auth.ts';

@@ -1,5 +1,5 @@
-import { z } from 'zod';
 import { pipelineSchema } from '../pipeline/schema.ts';
+import { type Infer, z } from '../schema.ts';
 import { DATATYPES } from '../tensor.ts';
 
 /** A file name inside a bundle: one path segment, no traversal, no hidden files. */
@@ -83,6 +83,6 @@ export const manifestSchema = z
   })
   .strict();
 
-export type BundleManifest = z.infer<typeof manifestSchema>;
-export type TensorSpec = z.infer<typeof tensorSpec>;
+export type BundleManifest = Infer<typeof manifestSchema>;
+export type TensorSpec = Infer<typeof tensorSpec>;
 export const MANIFEST_FILE = 'outpost.bundle.json';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import { type Infer, z } from '../schema.ts';
 
 /**
  * A pipeline is data, never code: it says where readings come from, how they are windowed
@@ -119,7 +119,7 @@ export const pipelineSchema = z
   })
   .strict();
 
-export type Pipeline = z.infer<typeof pipelineSchema>;
-export type PipelineSource = z.infer<typeof sourceSchema>;
-export type Payload = z.infer<typeof payloadSchema>;
-export type Postprocess = z.infer<typeof postprocessSchema>;
+export type Pipeline = Infer<typeof pipelineSchema>;
+export type PipelineSource = Infer<typeof sourceSchema>;
+export type Payload = Infer<typeof payloadSchema>;
+export type Postprocess = Infer<typeof postprocessSchema>;

@@ -1,6 +1,6 @@
 import { canonicalize } from '@tufjs/canonical-json';
-import { z } from 'zod';
 import { OutpostError } from '../errors.ts';
+import { type Infer, z } from '../schema.ts';
 import { parseOrThrow } from '../validate.ts';
 import { keyIdOf, type PublicKeyJson, type SigningKey, verifyHex } from './keys.ts';
 import { tufTime } from './metadata.ts';
@@ -40,9 +40,9 @@ const directorDocument = z
   })
   .strict();
 
-export type DirectorTarget = z.infer<typeof directorTarget>;
-export type DirectorSigned = z.infer<typeof directorSigned>;
-export type DirectorDocument = z.infer<typeof directorDocument>;
+export type DirectorTarget = Infer<typeof directorTarget>;
+export type DirectorSigned = Infer<typeof directorSigned>;
+export type DirectorDocument = Infer<typeof directorDocument>;
 
 /** The keys allowed to sign director documents and how many must sign. */
 export interface DirectorTrust {
