@@ -1,44 +1,92 @@
-import type { Worker } from 'node:worker_threads';
-import { startWorkerThread } from '../worker-thread.ts';
-import type { SystemFigures } from './system.ts';
+import { type ChildProcess, fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { cpuCounters, type SystemCounters, type SystemFigures, withRates } from './system-figures.ts';
 
 type Reply = { ok: true; figures: SystemFigures } | { ok: false; error: string };
 
 /**
- * Takes a system sample in a short-lived worker thread (see system-worker.ts for why). The
- * thread exits after the sample, so systeminformation and its isolate hold no memory between
- * samples (one a minute by default). A sample that has not come back within `timeoutMs` is
- * abandoned and the thread terminated.
+ * Takes system samples in a short-lived child process, one a minute by default. On Linux,
+ * systeminformation reads CPU load, temperatures and the mount table through execSync, which
+ * would stall the agent's event loop (and so inference and HTTP) for as long as a shell takes
+ * to start: up to 800 ms under load. A worker thread avoided the stall, but each one left some
+ * 6 MiB behind in the agent (allocator arenas and V8 state freed into the process, not to the
+ * system); a process returns everything when it exits, and systeminformation spawns a handful
+ * of shells per sample anyway. A sample that has not come back within `timeoutMs` is killed.
  */
-const running = new Set<Worker>();
+export class SystemSampler {
+  private readonly running = new Set<ChildProcess>();
+  private previous: SystemCounters | undefined;
 
-/** Ends samples in flight (their promises reject): an agent that stops leaves no thread behind. */
-export async function stopSystemSamples(): Promise<void> {
-  await Promise.all([...running].map((w) => w.terminate()));
-}
+  constructor(
+    private readonly dataDir: string,
+    private readonly timeoutMs = 20_000,
+  ) {}
 
-export function sampleSystemOffThread(dataDir: string, timeoutMs = 20_000): Promise<SystemFigures> {
-  return new Promise((resolve, reject) => {
-    const worker = startWorkerThread(import.meta.url, 'system-worker', 'outpost-telemetry', { dataDir });
-    running.add(worker);
-    let settled = false;
-    const finish = (err: Error | undefined, figures?: SystemFigures) => {
-      if (settled) return;
-      settled = true;
-      running.delete(worker);
-      clearTimeout(timer);
-      void worker.terminate();
-      if (err !== undefined) reject(err);
-      else resolve(figures as SystemFigures);
-    };
-    const timer = setTimeout(
-      () => finish(new Error(`the system sample took longer than ${timeoutMs} ms`)),
-      timeoutMs,
+  /**
+   * CPU load and network rates cover the time since the previous sample (Node's own CPU
+   * counters, read when the probe answers); the first sample measures half a second itself.
+   */
+  async sample(): Promise<SystemFigures> {
+    const figures = await this.probe(this.previous === undefined);
+    this.previous = withRates(figures, cpuCounters(), Date.now(), this.previous);
+    return figures;
+  }
+
+  /** Ends samples in flight (their promises reject): an agent that stops leaves no process behind. */
+  async stop(): Promise<void> {
+    await Promise.all(
+      [...this.running].map(
+        (child) =>
+          new Promise<void>((resolve) => {
+            child.once('exit', () => resolve());
+            if (!child.kill('SIGKILL')) resolve();
+          }),
+      ),
     );
-    worker.once('message', (m: Reply) =>
-      m.ok ? finish(undefined, m.figures) : finish(new Error(`system sample failed: ${m.error}`)),
-    );
-    worker.once('error', (err) => finish(err));
-    worker.once('exit', (code) => finish(new Error(`the system sample thread exited with code ${code}`)));
-  });
+  }
+
+  private probe(measureLoad: boolean): Promise<SystemFigures> {
+    const fromSource = import.meta.url.endsWith('.ts');
+    const script = fileURLToPath(new URL(`./system-probe.${fromSource ? 'ts' : 'js'}`, import.meta.url));
+    const args = [this.dataDir, measureLoad ? 'measure-load' : 'counters'];
+    // The agent's own flags (inspector, heap limits, test loaders) are not the probe's business.
+    const execArgv = fromSource ? ['--import', import.meta.resolve('tsx')] : [];
+    return new Promise((resolve, reject) => {
+      const child = fork(script, args, {
+        execArgv,
+        stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+        serialization: 'json',
+      });
+      this.running.add(child);
+      let stderr = '';
+      child.stderr?.on('data', (chunk: Buffer) => {
+        stderr = (stderr + chunk.toString()).slice(-2000);
+      });
+      let settled = false;
+      const finish = (err: Error | undefined, figures?: SystemFigures) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        if (err !== undefined) reject(err);
+        else resolve(figures as SystemFigures);
+      };
+      const timer = setTimeout(
+        () => finish(new Error(`the system sample took longer than ${this.timeoutMs} ms`)),
+        this.timeoutMs,
+      );
+      child.once('message', (m: Reply) =>
+        m.ok ? finish(undefined, m.figures) : finish(new Error(`system sample failed: ${m.error}`)),
+      );
+      child.once('error', (err) => finish(err));
+      child.once('exit', (code, signal) => {
+        this.running.delete(child);
+        finish(
+          new Error(
+            `the system sample process exited (${signal ?? `code ${code}`})${stderr === '' ? '' : `: ${stderr.trim()}`}`,
+          ),
+        );
+      });
+    });
+  }
 }

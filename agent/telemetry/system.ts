@@ -1,29 +1,7 @@
 import { statfs } from 'node:fs/promises';
 import { resolve, sep } from 'node:path';
 import si from 'systeminformation';
-
-export interface SystemFigures {
-  cpu: { loadPercent: number; cores: number[] };
-  memory: { totalBytes: number; availableBytes: number; usedPercent: number };
-  /** Celsius; null where the board has no readable sensor. */
-  temperature: { mainC: number | null; maxC: number | null };
-  disk: { path: string; mount: string | null; totalBytes: number; freeBytes: number; usedPercent: number };
-  network: Array<{
-    iface: string;
-    state: string;
-    rxBytes: number;
-    txBytes: number;
-    rxPerSec: number | null;
-    txPerSec: number | null;
-    rxErrors: number;
-    txErrors: number;
-  }>;
-}
-
-function round(n: number, digits = 1): number {
-  const f = 10 ** digits;
-  return Math.round(n * f) / f;
-}
+import { round, type SystemFigures } from './system-figures.ts';
 
 /** The mount that holds `path`: the longest mount point that is a prefix of it. */
 function mountOf<T extends { mount: string }>(mounts: T[], path: string): T | undefined {
@@ -41,11 +19,14 @@ function mountOf<T extends { mount: string }>(mounts: T[], path: string): T | un
  * One sample of the box's health through systeminformation. Each part is read on its own so a
  * board without a temperature sensor or a container without network stats still reports the
  * rest. Free disk is that of the filesystem holding the data directory, which is what the outbox
- * and bundles fill.
+ * and bundles fill. It runs in a fresh process each time (system-sampler.ts), where
+ * systeminformation has no history: CPU load is systeminformation's own half-second measurement
+ * only when `measureLoad` is set (the first sample); after that the caller derives loads and
+ * rates from the counters of consecutive samples (`withRates`).
  */
-export async function sampleSystem(dataDir: string): Promise<SystemFigures> {
+export async function sampleSystem(dataDir: string, measureLoad: boolean): Promise<SystemFigures> {
   const [load, mem, temp, mounts, net, fsStat] = await Promise.allSettled([
-    si.currentLoad(),
+    measureLoad ? si.currentLoad() : Promise.reject(new Error('measured by the caller')),
     si.mem(),
     si.cpuTemperature(),
     si.fsSize(),
@@ -108,8 +89,8 @@ export async function sampleSystem(dataDir: string): Promise<SystemFigures> {
       state: n.operstate,
       rxBytes: n.rx_bytes,
       txBytes: n.tx_bytes,
-      rxPerSec: typeof n.rx_sec === 'number' ? round(n.rx_sec) : null,
-      txPerSec: typeof n.tx_sec === 'number' ? round(n.tx_sec) : null,
+      rxPerSec: null,
+      txPerSec: null,
       rxErrors: n.rx_errors,
       txErrors: n.tx_errors,
     }));

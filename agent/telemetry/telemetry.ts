@@ -2,7 +2,7 @@ import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from '../log.ts';
 import type { Publisher } from '../publisher.ts';
 import type { InferenceStats } from './inference-stats.ts';
-import { sampleSystemOffThread, stopSystemSamples } from './system-sampler.ts';
+import { SystemSampler } from './system-sampler.ts';
 
 export type TelemetryKind = 'system' | 'runtime' | 'outbox';
 
@@ -29,8 +29,11 @@ export interface TelemetryOptions {
 export class Telemetry {
   private tasks: ScheduledTask[] = [];
   readonly counters = { sent: 0, failed: 0 };
+  private readonly system: SystemSampler;
 
-  constructor(private readonly o: TelemetryOptions) {}
+  constructor(private readonly o: TelemetryOptions) {
+    this.system = new SystemSampler(o.dataDir);
+  }
 
   start(): void {
     const byExpression = new Map<string, TelemetryKind[]>();
@@ -59,7 +62,7 @@ export class Telemetry {
     const body: Record<string, unknown> = {};
     if (kinds.includes('system')) {
       // A failed sample leaves `system` out; the other figures are still worth sending.
-      const system = await sampleSystemOffThread(this.o.dataDir).catch((err: unknown) => {
+      const system = await this.system.sample().catch((err: unknown) => {
         this.o.log.warn({ err }, 'system sample failed');
         return undefined;
       });
@@ -83,6 +86,6 @@ export class Telemetry {
     const tasks = this.tasks;
     this.tasks = [];
     await Promise.all(tasks.map((t) => t.destroy()));
-    await stopSystemSamples();
+    await this.system.stop();
   }
 }
