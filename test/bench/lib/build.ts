@@ -39,7 +39,9 @@ export async function buildForBench(): Promise<string> {
     module: ts.ModuleKind.ESNext,
     rewriteRelativeImportExtensions: true,
     verbatimModuleSyntax: true,
+    // As deploy/tsconfig.package.json builds what devices install.
     sourceMap: false,
+    removeComments: true,
   };
   for (const source of SOURCES) {
     for (const file of await tsFiles(join(ROOT, source))) {

@@ -38,6 +38,20 @@ export function fixture(ctx: BenchContext, name: string): string {
   return join(ctx.buildDir, 'test', 'bench', 'fixtures', `${name}.js`);
 }
 
+/** The built CLI's "ready" log line: model loaded in every worker, outbox open, HTTP listening. */
+export const agentReadyLine = (line: string): boolean => line.includes('"msg":"agent ready"');
+
+/**
+ * Starts the agent as systemd runs it, `outpost-agent run --config FILE` from the built JS
+ * (the config must log at info for the ready line), and stops it after the scenario.
+ */
+export async function startService(ctx: BenchContext, configPath: string): Promise<BenchChild> {
+  const cli = join(ctx.buildDir, 'agent', 'cli.js');
+  const child = await BenchChild.start(cli, ['run', '--config', configPath], { ready: agentReadyLine });
+  ctx.defer(() => child.stop());
+  return child;
+}
+
 /** Starts the real agent (built JS) as a child process and stops it after the scenario. */
 export async function startAgent(
   ctx: BenchContext,

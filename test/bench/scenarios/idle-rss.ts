@@ -4,7 +4,7 @@ import type { BenchChild } from '../lib/child.ts';
 import { MiB, readMemory, sampleMemory } from '../lib/rss.ts';
 import type { Scenario } from '../lib/scenario.ts';
 import { interleaved, mean } from '../lib/stable.ts';
-import { DEFAULT_WORKERS, startAgent, startFixture, writeAgentConfig } from '../lib/subjects.ts';
+import { DEFAULT_WORKERS, startFixture, startService, writeAgentConfig } from '../lib/subjects.ts';
 
 const JUST_STARTED_MS = 1_000;
 /** Telemetry runs this often in the measured agents, so its periodic work is part of "idle". */
@@ -37,7 +37,7 @@ async function settle(children: BenchChild[], minMs: number, maxMs: number, span
 export const idleRss: Scenario = {
   name: 'idle-rss',
   description:
-    'Resident memory of the idle agent (built JS, as the service runs; SQLite outbox open, HTTP ' +
+    'Resident memory of the idle agent as systemd runs it (`outpost-agent run --config FILE`, built JS; SQLite outbox open, HTTP ' +
     `listening, telemetry sampled every ${TELEMETRY_EVERY_S} s into the outbox, no MQTT) with the example ` +
     'vibration anomaly bundle loaded, against a bare Node process holding one onnxruntime session of ' +
     'the same model. Idle means settled: every process is sampled every 2 s until its RSS holds within ' +
@@ -57,13 +57,13 @@ export const idleRss: Scenario = {
     const every = `*/${TELEMETRY_EVERY_S} * * * * *`;
     const configs = await Promise.all(
       subjects.map((s) =>
-        writeAgentConfig(ctx, `agent-w${s.workers}`, [bundle.dir], { workers: s.workers }, 'warn', {
+        writeAgentConfig(ctx, `agent-w${s.workers}`, [bundle.dir], { workers: s.workers }, 'info', {
           telemetry: { schedules: { system: every, runtime: every, outbox: every } },
         }),
       ),
     );
     const [agents, bare, empty, imports] = await Promise.all([
-      Promise.all(configs.map((c) => startAgent(ctx, c))),
+      Promise.all(configs.map((c) => startService(ctx, c))),
       startFixture(ctx, 'bare-ort', [modelPath]),
       startFixture(ctx, 'idle-node', []),
       startFixture(ctx, 'agent-imports', []),

@@ -3,7 +3,7 @@ import { exampleBundles } from '../../../deploy/examples/example-bundles.ts';
 import { BenchChild } from '../lib/child.ts';
 import type { Scenario } from '../lib/scenario.ts';
 import { interleaved, mean } from '../lib/stable.ts';
-import { fixture, writeAgentConfig } from '../lib/subjects.ts';
+import { agentReadyLine, fixture, writeAgentConfig } from '../lib/subjects.ts';
 
 /** Starts a process, takes the time to its ready line, stops it: one window. */
 async function timeStart(script: string, args: string[], ready?: (line: string) => boolean): Promise<number> {
@@ -24,13 +24,12 @@ export const startup: Scenario = {
     const bundle = await exampleBundles.vibration(join(ctx.tmpDir, 'bundles'));
     const config = await writeAgentConfig(ctx, 'agent', [bundle.dir], {}, 'info');
     const cli = join(ctx.buildDir, 'agent', 'cli.js');
-    const agentReady = (line: string) => line.includes('"msg":"agent ready"');
     const modelPath = join(bundle.dir, bundle.manifest.model.file);
     // The first start creates the data dir and the outbox database: a device has them after its first boot.
-    await timeStart(cli, ['run', '--config', config], agentReady);
+    await timeStart(cli, ['run', '--config', config], agentReadyLine);
     const result = await interleaved(
       [
-        { name: 'agent', window: () => timeStart(cli, ['run', '--config', config], agentReady) },
+        { name: 'agent', window: () => timeStart(cli, ['run', '--config', config], agentReadyLine) },
         { name: 'bare', window: () => timeStart(fixture(ctx, 'bare-ort'), [modelPath]) },
       ],
       { metric: (ms) => ms, minWindows: ctx.minWindows, maxWindows: ctx.maxWindows },
