@@ -31,7 +31,8 @@ export const bundleInstall: Scenario = {
   description:
     'Verify + install + activate of a 50 MB bundle through the updater as a device runs it: TUF refresh, ' +
     'download over loopback HTTP from a mirror in its own process (a device fetches from another machine; a ' +
-    "server on the agent's own event loop would take turns with it), length and sha256 check, write-temp + " +
+    "server on the agent's own event loop would take turns with it) that reads files in 1 MiB blocks as a CDN " +
+    'does, length and sha256 check, write-temp + ' +
     'fsync + rename + fsync of the directory, load in every ' +
     'inference worker (the default pool), the manifest sample check, the switch. Baseline: ' +
     'sha256 of the same model file plus a copy made durable with fsync, in the same process, interleaved.',
