@@ -34,7 +34,9 @@ export const bundleInstall: Scenario = {
     "server on the agent's own event loop would take turns with it) that reads files in 1 MiB blocks as a CDN " +
     'does, length and sha256 check, write-temp + ' +
     'fsync + rename + fsync of the directory, load in every ' +
-    'inference worker (the default pool), the manifest sample check, the switch. Baseline: ' +
+    'inference worker (the default pool), the manifest sample check, the state commit and the switch (the ' +
+    'update-activated event is enqueued in the outbox; its commit and the removal of the superseded bundle ' +
+    'directory finish after). Baseline: ' +
     'sha256 of the same model file plus a copy made durable with fsync, in the same process, interleaved.',
   async run(ctx) {
     const megabytes = ctx.quick ? 4 : 50;
