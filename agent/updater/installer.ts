@@ -6,7 +6,7 @@ import type { Bundle } from '../../shared/bundle/read.ts';
 import { parseManifest } from '../../shared/bundle/read.ts';
 import { compareSample, sampleInputs } from '../../shared/bundle/sample.ts';
 import { errorMessage, OutpostError } from '../../shared/errors.ts';
-import { assertSafeTargetPath, fsyncDir, sha256Hex, targetUrlPath } from '../../shared/tuf/index.ts';
+import { assertSafeTargetPath, fsyncDirAsync, sha256Hex, targetUrlPath } from '../../shared/tuf/index.ts';
 import type { Logger } from '../log.ts';
 import type { ModelRegistry } from '../runtime/registry.ts';
 import { assertCompatible, assertManifestMatchesTargets } from './compat.ts';
@@ -189,10 +189,10 @@ export class Installer {
     } finally {
       await fh.close();
     }
-    fsyncDir(building);
+    await fsyncDirAsync(building);
     await rm(final, { recursive: true, force: true });
     await rename(building, final);
-    fsyncDir(dirname(final));
+    await fsyncDirAsync(dirname(final));
     await this.step('written', { dir: final });
 
     const bundle: Bundle = { dir: final, manifest, modelPath: join(final, manifest.model.file) };
