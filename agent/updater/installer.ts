@@ -6,7 +6,7 @@ import type { Bundle } from '../../shared/bundle/read.ts';
 import { parseManifest } from '../../shared/bundle/read.ts';
 import { compareSample, sampleInputs } from '../../shared/bundle/sample.ts';
 import { errorMessage, OutpostError } from '../../shared/errors.ts';
-import { assertSafeTargetPath, fsyncDir, sha256Hex, targetUrlPath } from '../../shared/tuf/index.ts';
+import { assertSafeTargetPath, fsyncDirAsync, sha256Hex, targetUrlPath } from '../../shared/tuf/index.ts';
 import type { Logger } from '../log.ts';
 import type { ModelRegistry } from '../runtime/registry.ts';
 import { assertCompatible, assertManifestMatchesTargets } from './compat.ts';
@@ -61,7 +61,15 @@ const SPACE_MARGIN = 16 * 1024 * 1024;
  * and untouched; the new bundle directory is removed.
  */
 export class Installer {
+  /** Removal of superseded bundle directories, run after the switch; the next install waits for it. */
+  private pruning: Promise<void> = Promise.resolve();
+
   constructor(private readonly o: InstallerOptions) {}
+
+  /** Resolves once work an install left running after its switch is done. */
+  settled(): Promise<void> {
+    return this.pruning;
+  }
 
   private async step(step: InstallStep, detail: Record<string, unknown> = {}): Promise<void> {
     this.o.onStep?.(step, detail);
@@ -78,6 +86,8 @@ export class Installer {
     assertSafeTargetPath(modelTarget.path);
     const staging = join(this.o.dataDir, 'updates', 'staging');
     await mkdir(staging, { recursive: true });
+    // A prune still running could take the directory this install is about to build.
+    await this.pruning;
 
     const need = manifestTarget.length + modelTarget.length + SPACE_MARGIN;
     const fs = await statfs(this.o.dataDir);
@@ -179,10 +189,10 @@ export class Installer {
     } finally {
       await fh.close();
     }
-    fsyncDir(building);
+    await fsyncDirAsync(building);
     await rm(final, { recursive: true, force: true });
     await rename(building, final);
-    fsyncDir(dirname(final));
+    await fsyncDirAsync(dirname(final));
     await this.step('written', { dir: final });
 
     const bundle: Bundle = { dir: final, manifest, modelPath: join(final, manifest.model.file) };
@@ -220,7 +230,10 @@ export class Installer {
     await this.step('committed');
     await registry.activate(manifest.name, manifest.version);
     await this.step('activated');
-    await this.prune(manifest.name, state);
+    // Deleting a superseded 50 MB model file takes milliseconds the switch need not wait for.
+    this.pruning = this.prune(manifest.name, state).catch((err: unknown) =>
+      this.o.log.warn({ err, model: manifest.name }, 'removing superseded bundle directories failed'),
+    );
     return entry;
   }
 

@@ -172,6 +172,7 @@ export class Updater {
     this.http.stop();
     this.guard.stop();
     await this.checking?.catch(() => undefined);
+    await this.installer.settled();
     await this.store.markCleanStop(this.now());
     this.st.state = 'stopped';
   }
@@ -280,7 +281,10 @@ export class Updater {
       );
       this.o.log.info({ model: key }, 'update activated');
       this.guard.watch(state, () => this.syncStatus());
-      await this.event(
+      // Enqueued now, in order after the progress events; its commit (the outbox's batch delay
+      // and a WAL fsync) need not hold up the caller: a crash before it would lose the event
+      // whether or not we waited, and the state file already says what is current.
+      void this.event(
         'update-activated',
         {
           name: entry.name,

@@ -3,7 +3,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Metadata, Root, Snapshot, TargetFile, Targets, Timestamp } from '@tufjs/models';
 import { OutpostError } from '../errors.ts';
 import { bundleTargetsFromDir } from './bundle-targets.ts';
-import { fsyncDir, type SigningKey } from './keys.ts';
+import { fsyncDir, fsyncDirAsync, type SigningKey } from './keys.ts';
 import {
   buildSnapshot,
   buildTargets,
@@ -88,7 +88,7 @@ export async function writeFilesAtomic(
     throw failed.reason;
   }
   for (const { tmp, path } of temps) await rename(tmp, path);
-  fsyncDir(dir);
+  await fsyncDirAsync(dir);
 }
 
 /**
