@@ -46,8 +46,15 @@ interface Item {
   done: Done;
 }
 
-/** Requests in flight per worker for a version that does not batch. */
-const UNBATCHED_DEPTH = 4;
+/**
+ * Unbatched, each worker gets requests ahead, as its own message queue, so that it never waits
+ * for the main thread between two runs: enough for about this much of its compute time, going
+ * by the version's recent run times. A fast model gets many (a 30 µs MLP run is shorter than the
+ * main thread's turn around a reply), a slow one few, since what a worker holds can no longer be
+ * handed to another worker or dropped before it runs when its deadline passes.
+ */
+const UNBATCHED_AHEAD_US = 2_000;
+const UNBATCHED_DEPTH = { min: 2, max: 32, initial: 4 };
 
 /** Numbers the requests that can only run alone, to give each a batch key of its own. */
 let loners = 0;
@@ -88,6 +95,10 @@ export class VersionScheduler {
   /** Requests handed to a worker and not answered yet (they can still time out). */
   private readonly running = new Set<Item>();
   private executing = 0;
+  /** Requests in flight per worker while unbatched (see UNBATCHED_AHEAD_US). */
+  private depth = UNBATCHED_DEPTH.initial;
+  /** Moving average of one run's compute time, µs. */
+  private computeUs: number | undefined;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = 0;
   private deadlineTimer: NodeJS.Timeout | undefined;
@@ -181,10 +192,9 @@ export class VersionScheduler {
 
   private pump(): void {
     const batching = this.o.batching;
-    // Unbatched, each worker gets a few requests ahead, as its own message queue, so it never
-    // waits for the main thread between two runs; batched, a batch waits here, growing, until
-    // a worker is free.
-    const slots = Math.max(1, this.o.slots()) * (batching === undefined ? UNBATCHED_DEPTH : 1);
+    // Unbatched, each worker gets requests ahead (see UNBATCHED_AHEAD_US); batched, a batch
+    // waits here, growing, until a worker is free.
+    const slots = Math.max(1, this.o.slots()) * (batching === undefined ? this.depth : 1);
     while (this.executing < slots && this.queue.length > 0) {
       const head = this.queue[0] as Item;
       if (batching === undefined || batching.maxBatchSize <= 1) {
@@ -267,6 +277,7 @@ export class VersionScheduler {
     };
     this.o.run(this.o.key, feeds, outputs).then(
       (result) => {
+        this.learnDepth(result.computeUs);
         this.deliver(items, result, started, totalRows);
         finish();
       },
@@ -276,6 +287,17 @@ export class VersionScheduler {
         finish();
       },
     );
+  }
+
+  private learnDepth(computeUs: number): void {
+    this.computeUs = this.computeUs === undefined ? computeUs : 0.9 * this.computeUs + 0.1 * computeUs;
+    const wanted = Math.ceil(UNBATCHED_AHEAD_US / Math.max(1, this.computeUs));
+    this.depth = Math.min(UNBATCHED_DEPTH.max, Math.max(UNBATCHED_DEPTH.min, wanted));
+  }
+
+  /** Requests each worker may hold at once for this version when it runs them unbatched. */
+  get workerDepth(): number {
+    return this.depth;
   }
 
   private deliver(items: Item[], result: RunResult, started: number, totalRows: number): void {
