@@ -156,7 +156,12 @@ describe('lifecycle: SIGTERM', () => {
     assert.equal(warned.uncleanStreak, 1);
     await next.waitForLine('agent ready');
     next.kill('SIGTERM');
-    assert.equal((await next.exited).code, 0);
+    const after = await next.exited;
+    assert.equal(
+      after.code,
+      0,
+      `exit code ${after.code}, signal ${after.signal}; stderr: ${next.stderr.slice(-2000)}`,
+    );
     const history = JSON.parse(readFileSync(join(dir, 'data', RUN_HISTORY_FILE), 'utf8')) as RunRecord[];
     assert.deepEqual(
       history.map((h) => h.clean),

@@ -120,3 +120,30 @@ test('runtime.workerNice lowers the priority of the inference threads only, not 
     await plain.stop();
   }
 });
+
+test('stop() lets runs in flight finish and releases the sessions before the workers end', async () => {
+  const bundle = await exampleBundles.mlp(tempDir('pool-stop'));
+  const pool = new WorkerPool(
+    1,
+    { intraOpThreads: 1, interOpThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential' },
+    log,
+  );
+  pool.start();
+  await pool.load('mlp@1', join(bundle.dir, bundle.manifest.model.file));
+  const runs = Array.from({ length: 8 }, (_, i) =>
+    pool.run('mlp@1', {
+      features: {
+        datatype: 'FP32',
+        shape: [1, 8],
+        data: (mlpClassifier().sample(1, i).features as { data: Float32Array }).data,
+      },
+    }),
+  );
+  await pool.stop();
+  // Ending the thread under them would have failed them ("worker terminated").
+  const settled = await Promise.allSettled(runs);
+  assert.deepEqual(
+    settled.map((s) => s.status),
+    runs.map(() => 'fulfilled'),
+  );
+});

@@ -17,6 +17,9 @@ export interface RunResult {
   computeUs: number;
 }
 
+/** How long stop() lets a worker release its sessions before ending it anyway. */
+const CLOSE_GRACE_MS = 2_000;
+
 /** Called once with the worker's reply, or with the error that ended the worker. */
 type Reply = (reply: FromWorker | undefined, err: Error | undefined) => void;
 
@@ -99,6 +102,24 @@ class InferenceWorker {
   async terminate(): Promise<void> {
     this.dead ??= new Error('worker terminated');
     await this.worker.terminate();
+  }
+
+  /**
+   * Releases the worker's sessions, then ends it. A worker still busy after `graceMs` (a long
+   * run) is ended anyway.
+   */
+  async close(graceMs: number): Promise<void> {
+    if (this.dead === undefined) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.request({ op: 'close' }).catch(() => undefined),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, graceMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    await this.terminate();
   }
 }
 
@@ -298,7 +319,7 @@ export class WorkerPool {
 
   async stop(): Promise<void> {
     this.stopping = true;
-    await Promise.allSettled(this.workers.map((w) => w.terminate()));
+    await Promise.allSettled(this.workers.map((w) => w.close(CLOSE_GRACE_MS)));
     this.workers = [];
   }
 }

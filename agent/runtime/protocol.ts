@@ -27,6 +27,8 @@ export type ToWorker =
   | { op: 'load'; id: number; key: string; path: string; options: SessionOptionsWire }
   | { op: 'unload'; id: number; key: string }
   | { op: 'stats'; id: number }
+  /** Releases every session: the last message before the worker is stopped. */
+  | { op: 'close'; id: number }
   | { op: 'run'; id: number; key: string; feeds: Record<string, WireTensor>; outputs?: string[] };
 
 /** What a worker is started with (`workerData`). */
@@ -40,6 +42,7 @@ export type FromWorker =
   | { op: 'started'; id: 0; tid: number | undefined; nice: number | undefined; error?: string }
   | { op: 'loaded'; id: number; inputs: IoMetadata[]; outputs: IoMetadata[] }
   | { op: 'unloaded'; id: number }
+  | { op: 'closed'; id: number }
   | { op: 'stats'; id: number; sessions: number; created: number; released: number }
   | { op: 'result'; id: number; outputs: Record<string, WireTensor>; computeUs: number }
   | { op: 'error'; id: number; message: string; code?: string };

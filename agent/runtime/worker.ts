@@ -108,6 +108,19 @@ async function handle(msg: ToWorker): Promise<void> {
         reply({ op: 'stats', id: msg.id, sessions: sessions.size, ...counts });
         return;
       }
+      case 'close': {
+        // Sessions released here, not by finalizers while the thread is torn down: onnxruntime's
+        // binding can throw from those, and an exception there aborts the whole process. Runs
+        // still in progress finish first (this message's own handling is not in the set yet).
+        await Promise.allSettled([...handling]);
+        for (const [key, session] of sessions) {
+          sessions.delete(key);
+          await session.release();
+          counts.released++;
+        }
+        reply({ op: 'closed', id: msg.id });
+        return;
+      }
       case 'run': {
         const session = sessions.get(msg.key);
         if (session === undefined) {
@@ -152,6 +165,10 @@ async function handle(msg: ToWorker): Promise<void> {
 }
 
 parentPort?.postMessage(lowerPriority((workerData as WorkerStart | undefined)?.nice ?? 0));
+/** Messages being handled; `close` waits for them. */
+const handling = new Set<Promise<void>>();
 parentPort?.on('message', (msg: ToWorker) => {
-  void handle(msg);
+  const done = handle(msg);
+  handling.add(done);
+  void done.finally(() => handling.delete(done));
 });
