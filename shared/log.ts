@@ -6,14 +6,8 @@
  * general-purpose logging library it replaced cost some 4 MiB of resident memory.
  */
 
-export const LEVELS = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 } as const;
-export type LevelName = keyof typeof LEVELS;
-/** A level to log at, or `silent` for nothing. */
-export type Level = LevelName | 'silent';
-
-export function isLevel(value: string): value is Level {
-  return value === 'silent' || Object.hasOwn(LEVELS, value);
-}
+/** The numeric levels; `silent` logs nothing. */
+const LEVELS = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 } as const;
 
 /** Where lines go: anything with `write(line)`. The default is stdout (synchronous on Linux pipes). */
 export interface DestinationStream {
@@ -187,9 +181,4 @@ export function createJsonLogger(options: LoggerOptions): Logger {
     destination: options.destination ?? process.stdout,
   };
   return new JsonLogger(family, options.base ?? {});
-}
-
-/** A logger that writes nothing, for tests and tools that need one. */
-export function silentLogger(): Logger {
-  return createJsonLogger({ level: 'silent' });
 }

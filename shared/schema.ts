@@ -15,10 +15,16 @@ export interface Issue {
   message: string;
 }
 
+/** One problem as a line naming its field: `pipeline.window.size: must be ≥ 1`. */
+export function describeIssue(issue: Issue, prefix = ''): string {
+  const path = [prefix, ...issue.path.map(String)].filter((p) => p !== '').join('.');
+  return `${path === '' ? '(root)' : path}: ${issue.message}`;
+}
+
 /** What a failed parse throws or returns: every problem found, not just the first. */
 export class SchemaError extends Error {
   constructor(readonly issues: Issue[]) {
-    super(issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '));
+    super(issues.map((i) => describeIssue(i)).join('; '));
     this.name = 'SchemaError';
   }
 }
@@ -86,14 +92,9 @@ export abstract class Schema<Out = unknown, In = Out> {
   }
 
   refine(ok: (value: Out) => boolean, message: string | { message: string; path?: Path }): this {
-    const { message: text, path: at = [] } = typeof message === 'string' ? { message } : message;
-    return cloneWith(this, {
-      refinements: [
-        ...this.refinements,
-        (value: unknown, path: Path, issues: Issue[]) => {
-          if (!ok(value as Out)) issues.push({ path: [...path, ...at], message: text });
-        },
-      ],
+    const issue = typeof message === 'string' ? { message } : message;
+    return this.superRefine((value, ctx) => {
+      if (!ok(value)) ctx.addIssue(issue);
     });
   }
 

@@ -1,12 +1,9 @@
 import { type ErrorCode, OutpostError } from './errors.ts';
-import type { AnySchema, Infer, SchemaError } from './schema.ts';
+import { type AnySchema, describeIssue, type Infer, type SchemaError } from './schema.ts';
 
 /** One line per problem, each naming the field: `pipeline.window.size: must be ≥ 1`. */
 export function describeIssues(error: SchemaError, prefix = ''): string[] {
-  return error.issues.map((issue) => {
-    const path = [prefix, ...issue.path.map(String)].filter((p) => p !== '').join('.');
-    return `${path === '' ? '(root)' : path}: ${issue.message}`;
-  });
+  return error.issues.map((issue) => describeIssue(issue, prefix));
 }
 
 /** Parses with a schema or throws an OutpostError whose message lists every bad field. */

@@ -73,10 +73,15 @@ function lowerPriority(nice: number): Extract<FromWorker, { op: 'started' }> {
   }
 }
 
+/** Messages being handled, and a `close` waiting for the others to finish. */
+let busy = 0;
+const idleWaiters: Array<() => void> = [];
+
 async function handle(msg: ToWorker): Promise<void> {
   const port = parentPort;
   if (port === null) return;
   const reply = (m: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
+  busy++;
   try {
     switch (msg.op) {
       case 'load': {
@@ -111,8 +116,8 @@ async function handle(msg: ToWorker): Promise<void> {
       case 'close': {
         // Sessions released here, not by finalizers while the thread is torn down: onnxruntime's
         // binding can throw from those, and an exception there aborts the whole process. Runs
-        // still in progress finish first (this message's own handling is not in the set yet).
-        await Promise.allSettled([...handling]);
+        // still in progress finish first.
+        if (busy > 1) await new Promise<void>((resolve) => idleWaiters.push(resolve));
         for (const [key, session] of sessions) {
           sessions.delete(key);
           await session.release();
@@ -161,14 +166,14 @@ async function handle(msg: ToWorker): Promise<void> {
     }
   } catch (err) {
     reply({ op: 'error', id: msg.id, message: err instanceof Error ? err.message : String(err) });
+  } finally {
+    busy--;
+    // Only the waiting close is left.
+    if (busy === 1) for (const resolve of idleWaiters.splice(0)) resolve();
   }
 }
 
 parentPort?.postMessage(lowerPriority((workerData as WorkerStart | undefined)?.nice ?? 0));
-/** Messages being handled; `close` waits for them. */
-const handling = new Set<Promise<void>>();
 parentPort?.on('message', (msg: ToWorker) => {
-  const done = handle(msg);
-  handling.add(done);
-  void done.finally(() => handling.delete(done));
+  void handle(msg);
 });

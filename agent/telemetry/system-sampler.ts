@@ -1,5 +1,6 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { siblingModule } from '../worker-thread.ts';
 import { cpuCounters, type SystemCounters, type SystemFigures, withRates } from './system-figures.ts';
 
 type Reply = { ok: true; figures: SystemFigures } | { ok: false; error: string };
@@ -46,13 +47,12 @@ export class SystemSampler {
   }
 
   private probe(measureLoad: boolean): Promise<SystemFigures> {
-    const fromSource = import.meta.url.endsWith('.ts');
-    const script = fileURLToPath(new URL(`./system-probe.${fromSource ? 'ts' : 'js'}`, import.meta.url));
+    const { url, fromSource } = siblingModule(import.meta.url, 'system-probe');
     const args = [this.dataDir, measureLoad ? 'measure-load' : 'counters'];
     // The agent's own flags (inspector, heap limits, test loaders) are not the probe's business.
     const execArgv = fromSource ? ['--import', import.meta.resolve('tsx')] : [];
     return new Promise((resolve, reject) => {
-      const child = fork(script, args, {
+      const child = fork(fileURLToPath(url), args, {
         execArgv,
         stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
         serialization: 'json',
