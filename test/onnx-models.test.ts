@@ -21,6 +21,8 @@ import {
   stringEcho,
   VIBRATION_ANOMALY_THRESHOLD,
   vibrationAnomaly,
+  WIDE_MLP_HIDDEN,
+  wideMlp,
   windowsToFeeds,
 } from '../shared/onnx/models.ts';
 import { onnxType } from '../shared/onnx/onnx-schema.ts';
@@ -104,6 +106,7 @@ const MODELS: [string, () => ExampleModel][] = [
   ['vibrationAnomaly', vibrationAnomaly],
   ['stringEcho', stringEcho],
   ['paddedModel (2 MB)', () => paddedModel(2 * 1024 * 1024)],
+  ['wideMlp', wideMlp],
 ];
 
 for (const [label, build] of MODELS) {
@@ -237,6 +240,17 @@ test('paddedModel defaults to ~50 MB and still runs', async () => {
   const v1p = floats(v1['probabilities']);
   const maxDiff = Math.max(...floats(out['probabilities']).map((p, i) => Math.abs(p - (v1p[i] ?? 0))));
   assert.ok(maxDiff < 0.01, `padded model should predict like v1, max diff ${maxDiff}`);
+});
+
+test('wideMlp has two hidden layers of WIDE_MLP_HIDDEN units and predicts like v1', async () => {
+  const model = wideMlp();
+  const weights = 4 * (8 * WIDE_MLP_HIDDEN + WIDE_MLP_HIDDEN * WIDE_MLP_HIDDEN + WIDE_MLP_HIDDEN * 3);
+  assert.ok(model.bytes.length > weights, `size ${model.bytes.length}`);
+  const feeds = model.sample(6);
+  const wide = floats((await run(await load(model), feeds))['probabilities']);
+  const v1 = floats((await run(await load(mlpClassifier()), feeds))['probabilities']);
+  const maxDiff = Math.max(...wide.map((p, i) => Math.abs(p - (v1[i] ?? 0))));
+  assert.ok(maxDiff < 0.02, `the wide model should predict like v1, max diff ${maxDiff}`);
 });
 
 interface DecodedModel {

@@ -9,7 +9,7 @@ import { WorkerPool } from '../agent/runtime/pool.ts';
 import { exampleBundles } from '../deploy/examples/example-bundles.ts';
 import { isOutpostError } from '../shared/errors.ts';
 import { createJsonLogger } from '../shared/log.ts';
-import { mlpClassifier } from '../shared/onnx/models.ts';
+import { mlpClassifier, wideMlp } from '../shared/onnx/models.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const log = createJsonLogger({ level: 'silent' });
@@ -146,4 +146,51 @@ test('stop() lets runs in flight finish and releases the sessions before the wor
     settled.map((s) => s.status),
     runs.map(() => 'fulfilled'),
   );
+});
+
+test('computeUs times each run alone: runs queued in one worker do not count the runs ahead of them', async () => {
+  const dir = tempDir('pool-compute');
+  const bundle = await exampleBundles.mlp(dir);
+  const wide = wideMlp();
+  const widePath = join(dir, 'wide.onnx');
+  await writeFile(widePath, wide.bytes);
+  const pool = new WorkerPool(
+    1,
+    { intraOpThreads: 1, interOpThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential' },
+    log,
+  );
+  pool.start();
+  try {
+    await pool.load('wide@1', widePath);
+    await pool.load('mlp@1', join(bundle.dir, bundle.manifest.model.file));
+    const feeds = () => ({
+      features: {
+        datatype: 'FP32' as const,
+        shape: [1, 8],
+        data: (wide.sample(1).features as { data: Float32Array }).data.slice(),
+      },
+    });
+    await pool.run('wide@1', feeds());
+    // All 16 reach the single worker in one go; it can only run them one after another.
+    const t0 = performance.now();
+    const results = await Promise.all(Array.from({ length: 16 }, () => pool.run('wide@1', feeds())));
+    const wallUs = (performance.now() - t0) * 1000;
+    const summed = results.reduce((n, r) => n + r.computeUs, 0);
+    assert.ok(
+      summed <= wallUs,
+      `runs in one thread summed to ${summed} µs in ${wallUs.toFixed(0)} µs of wall time`,
+    );
+    // Runs sent before an unload finish on the session; one sent after it is refused, not run on a released session.
+    const queued = Array.from({ length: 4 }, () => pool.run('mlp@1', feeds()));
+    const unloading = pool.unload('mlp@1');
+    const settled = await Promise.allSettled(queued);
+    await unloading;
+    assert.deepEqual(
+      settled.map((s) => (s.status === 'rejected' ? String(s.reason) : s.status)),
+      queued.map(() => 'fulfilled'),
+    );
+    await assert.rejects(pool.run('mlp@1', feeds()), (err) => isOutpostError(err));
+  } finally {
+    await pool.stop();
+  }
 });

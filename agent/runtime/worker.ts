@@ -73,6 +73,21 @@ function lowerPriority(nice: number): Extract<FromWorker, { op: 'started' }> {
   }
 }
 
+/**
+ * Runs in arrival order, one at a time. onnxruntime-node's `run` defers the inference to a
+ * setImmediate, so several runs started in one turn would execute back to back, and each one's
+ * timer would count the runs ahead of it: the compute-time metric and the batcher's depth
+ * estimate would grow with the queue. Started here one after another, each is timed alone,
+ * and the next request is still waiting in this thread when the current one finishes.
+ */
+let runTail: Promise<unknown> = Promise.resolve();
+
+function inTurn<T>(fn: () => Promise<T>): Promise<T> {
+  const result = runTail.then(fn);
+  runTail = result.catch(() => undefined);
+  return result;
+}
+
 /** Messages being handled, and a `close` waiting for the others to finish. */
 let busy = 0;
 const idleWaiters: Array<() => void> = [];
@@ -100,12 +115,15 @@ async function handle(msg: ToWorker): Promise<void> {
         return;
       }
       case 'unload': {
-        const session = sessions.get(msg.key);
-        sessions.delete(msg.key);
-        if (session !== undefined) {
-          await session.release();
-          counts.released++;
-        }
+        // In turn, so runs that arrived before it finish on the session first.
+        await inTurn(async () => {
+          const session = sessions.get(msg.key);
+          sessions.delete(msg.key);
+          if (session !== undefined) {
+            await session.release();
+            counts.released++;
+          }
+        });
         reply({ op: 'unloaded', id: msg.id });
         return;
       }
@@ -127,16 +145,14 @@ async function handle(msg: ToWorker): Promise<void> {
         return;
       }
       case 'run': {
-        const session = sessions.get(msg.key);
-        if (session === undefined) {
+        const notLoaded = () =>
           reply({
             op: 'error',
             id: msg.id,
             message: `model ${msg.key} is not loaded`,
             code: 'MODEL_NOT_READY',
           });
-          return;
-        }
+        if (!sessions.has(msg.key)) return notLoaded();
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, t] of Object.entries(msg.feeds)) {
           feeds[name] = new ort.Tensor(
@@ -145,12 +161,19 @@ async function handle(msg: ToWorker): Promise<void> {
             t.shape,
           );
         }
-        const started = performance.now();
-        const result =
-          msg.outputs === undefined || msg.outputs.length === 0
-            ? await session.run(feeds)
-            : await session.run(feeds, msg.outputs);
-        const computeUs = Math.round((performance.now() - started) * 1000);
+        const ran = await inTurn(async () => {
+          // Looked up again in turn: an unload that came first has released the session.
+          const session = sessions.get(msg.key);
+          if (session === undefined) return undefined;
+          const started = performance.now();
+          const result =
+            msg.outputs === undefined || msg.outputs.length === 0
+              ? await session.run(feeds)
+              : await session.run(feeds, msg.outputs);
+          return { result, computeUs: Math.round((performance.now() - started) * 1000) };
+        });
+        if (ran === undefined) return notLoaded();
+        const { result, computeUs } = ran;
         const outputs: Record<string, WireTensor> = {};
         const transfer: ArrayBuffer[] = [];
         for (const name in result) {

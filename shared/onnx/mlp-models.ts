@@ -28,6 +28,8 @@ interface MlpWeights {
   /** Row-major [features, hidden]. */
   w1: Float32Array;
   b1: Float32Array;
+  /** An optional second hidden layer, row-major [hidden, hidden], followed by a ReLU. */
+  mid?: { w: Float32Array; b: Float32Array };
   /** Row-major [hidden, classes]. */
   w2: Float32Array;
   b2: Float32Array;
@@ -72,7 +74,9 @@ function mlpReference(weights: MlpWeights): (feeds: Feeds) => Feeds {
   return (feeds) => {
     const x = floatInput(feeds, 'features');
     const batch = x.dims[0] ?? 0;
-    const h = relu(dense(x.data, batch, weights.w1, weights.b1, MLP_FEATURES, weights.hidden));
+    const h1 = relu(dense(x.data, batch, weights.w1, weights.b1, MLP_FEATURES, weights.hidden));
+    const { mid } = weights;
+    const h = mid === undefined ? h1 : relu(dense(h1, batch, mid.w, mid.b, weights.hidden, weights.hidden));
     const logits = dense(h, batch, weights.w2, weights.b2, weights.hidden, CLASSES);
     return {
       logits: floatTensor(logits, [batch, CLASSES]),
@@ -113,8 +117,16 @@ function buildMlp(
     .node('Gemm', ['features', 'fc1.weight', 'fc1.bias'], ['fc1.out'], {
       attributes: { alpha: attr.float(1), beta: attr.float(1), transB: attr.int(1) },
     })
-    .node('Relu', ['fc1.out'], ['hidden'])
-    .node('MatMul', ['hidden', 'fc2.weight'], ['fc2.mm'])
+    .node('Relu', ['fc1.out'], [weights.mid === undefined ? 'hidden' : 'hidden1']);
+  if (weights.mid !== undefined) {
+    g.initializer('fcm.weight', weights.mid.w, [hidden, hidden])
+      .initializer('fcm.bias', weights.mid.b, [hidden])
+      .node('Gemm', ['hidden1', 'fcm.weight', 'fcm.bias'], ['fcm.out'], {
+        attributes: { alpha: attr.float(1), beta: attr.float(1) },
+      })
+      .node('Relu', ['fcm.out'], ['hidden']);
+  }
+  g.node('MatMul', ['hidden', 'fc2.weight'], ['fc2.mm'])
     .node('Add', ['fc2.mm', 'fc2.bias'], ['logits'])
     .node('Softmax', ['logits'], ['probabilities'], { attributes: { axis: attr.int(-1) } })
     .metadata('labels', MLP_LABELS.join(','));
@@ -170,6 +182,32 @@ export function brokenMlp(): ExampleModel {
     b2: Float32Array.of(-3, -3, 3),
   };
   return buildMlp('mlp-classifier', 'Broken health classifier: zero weights, constant output', weights, 3);
+}
+
+/** Width of each of the two hidden layers of `wideMlp`. */
+export const WIDE_MLP_HIDDEN = 2048;
+
+/**
+ * mlpClassifier's signature and verdicts as a heavier network: two hidden layers of 2048 units
+ * (17 MB of weights). The second layer passes the designed units 0-3 through unchanged and mixes
+ * the rest with small seeded weights. A batch-1 run streams every weight from memory, so its cost
+ * is the weights', not the arithmetic's: the case dynamic batching exists for.
+ */
+export function wideMlp(): ExampleModel {
+  const hidden = WIDE_MLP_HIDDEN;
+  const weights = designedWeights({ ...V1, hidden, noiseScale: 0.01 / Math.sqrt(hidden) });
+  const w = uniformArray(hidden * hidden, V1.seed + 3, 0.5 / Math.sqrt(hidden));
+  for (let unit = 0; unit < 4; unit++) {
+    for (let i = 0; i < hidden; i++) w[i * hidden + unit] = i === unit ? 1 : 0;
+  }
+  const b = uniformArray(hidden, V1.seed + 4, 0.01);
+  b.fill(0, 0, 4);
+  return buildMlp(
+    'mlp-classifier-wide',
+    `Health classifier, wide: features [batch,8] → 2×${hidden} hidden → logits/probabilities over ${MLP_LABELS.join('/')}`,
+    { ...weights, mid: { w, b } },
+    1,
+  );
 }
 
 /** Bytes of float32 weights each hidden unit adds: 8 inputs, 1 bias, 3 outputs. */

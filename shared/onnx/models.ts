@@ -26,6 +26,8 @@ export {
   mlpClassifier,
   mlpV2,
   paddedModel,
+  WIDE_MLP_HIDDEN,
+  wideMlp,
 } from './mlp-models.ts';
 export type { ExampleModel, Feeds, RefTensor } from './model-math.ts';
 export {

@@ -1,22 +1,23 @@
 import { join } from 'node:path';
 import { type ExampleBundle, writeBundle } from '../../../deploy/examples/example-bundles.ts';
-import { MLP_LABELS, mlpClassifier } from '../../../shared/onnx/models.ts';
+import { type ExampleModel, MLP_LABELS, mlpClassifier } from '../../../shared/onnx/models.ts';
 import type { BenchChild } from './child.ts';
 import { combine, type LoadResult } from './load.ts';
 import type { BenchContext } from './scenario.ts';
 import type { StableResult } from './stable.ts';
 import { DEFAULT_WORKERS, startFixture } from './subjects.ts';
 
-/** The MLP example bundle with dynamic batching set as given, or without the field (batching off). */
+/** An MLP bundle (the example by default) with dynamic batching set as given, or without the field (batching off). */
 export function mlpBundle(
   ctx: BenchContext,
   batching: { maxBatchSize: number; maxQueueDelayMs: number } | undefined,
   tag: string,
+  model: ExampleModel = mlpClassifier(),
 ): Promise<ExampleBundle> {
   return writeBundle(
-    mlpClassifier(),
+    model,
     {
-      name: 'mlp-classifier',
+      name: model.name,
       version: '1.0.0',
       releaseCounter: 1,
       labels: [...MLP_LABELS],
