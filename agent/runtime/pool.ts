@@ -37,6 +37,9 @@ class InferenceWorker {
   readonly worker: Worker;
   private readonly pending = new Map<number, Reply>();
   private nextId = 1;
+  /** Messages sent this turn, posted together by `flush`. */
+  private queued: ToWorker[] = [];
+  private queuedTransfer: ArrayBuffer[] = [];
   outstanding = 0;
   private dead: Error | undefined;
   /** The worker's OS thread and the nice value it reported at start (Linux). */
@@ -80,7 +83,12 @@ class InferenceWorker {
     return this.dead === undefined;
   }
 
-  /** Sends a message built for this call (its id is set here) and calls `done` with the answer. */
+  /**
+   * Sends a message built for this call (its id is set here) and calls `done` with the answer.
+   * Messages sent in one turn of the event loop go to the worker as one post at its end (the
+   * check phase, right after the poll phase that parsed the requests): each post wakes the
+   * worker's thread, and on a busy machine every wake-up can cost the main thread its core.
+   */
   send(msg: Request, transfer: ArrayBuffer[], done: Reply): void {
     if (this.dead !== undefined) {
       done(undefined, this.dead);
@@ -90,8 +98,20 @@ class InferenceWorker {
     (msg as ToWorker).id = id;
     this.outstanding++;
     this.pending.set(id, done);
-    this.worker.postMessage(msg, transfer);
+    this.queued.push(msg as ToWorker);
+    for (const t of transfer) this.queuedTransfer.push(t);
+    if (this.queued.length === 1) setImmediate(this.flush);
   }
+
+  private readonly flush = (): void => {
+    const messages = this.queued;
+    const transfer = this.queuedTransfer;
+    this.queued = [];
+    this.queuedTransfer = [];
+    // A worker that died meanwhile has already failed these messages' callers.
+    if (this.dead !== undefined) return;
+    this.worker.postMessage(messages.length === 1 ? messages[0] : messages, transfer);
+  };
 
   request(msg: Request): Promise<FromWorker> {
     return new Promise<FromWorker>((resolve, reject) => {

@@ -197,6 +197,8 @@ async function handle(msg: ToWorker): Promise<void> {
 }
 
 parentPort?.postMessage(lowerPriority((workerData as WorkerStart | undefined)?.nice ?? 0));
-parentPort?.on('message', (msg: ToWorker) => {
-  void handle(msg);
+// The pool sends the messages of one event-loop turn together, as an array.
+parentPort?.on('message', (msg: ToWorker | ToWorker[]) => {
+  if (Array.isArray(msg)) for (const m of msg) void handle(m);
+  else void handle(msg);
 });
