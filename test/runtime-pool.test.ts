@@ -44,8 +44,8 @@ test('workers take session options, tensors are transferred both ways, bad model
     const data = (feeds.features as { data: Float32Array }).data.slice();
     const input = data.slice();
     const result = await pool.run('mlp@1', { features: { datatype: 'FP32', shape: [4, 8], data: input } });
-    // The input buffer moved to the worker instead of being copied.
-    assert.equal(input.byteLength, 0, 'input transferred');
+    // 128 bytes: copied with the message, cheaper than a transfer at that size.
+    assert.equal(input.byteLength, data.byteLength, 'a small input is copied');
     const probs = result.outputs.probabilities?.data as Float32Array;
     assert.equal(probs.byteOffset, 0);
     assert.equal(probs.buffer.byteLength, probs.byteLength, 'each output owns its buffer');
@@ -54,6 +54,17 @@ test('workers take session options, tensors are transferred both ways, bad model
     for (let i = 0; i < want.length; i++)
       assert.ok(Math.abs((probs[i] as number) - (want[i] as number)) < 1e-5);
     assert.ok(result.computeUs >= 0);
+    // 64 rows (2 KiB) go over by transfer; a view onto part of a buffer sends only its part.
+    const big = (mlpClassifier().sample(64, 3).features as { data: Float32Array }).data;
+    const bigInput = big.slice();
+    await pool.run('mlp@1', { features: { datatype: 'FP32', shape: [64, 8], data: bigInput } });
+    assert.equal(bigInput.byteLength, 0, 'a large input is transferred');
+    const shared = new Float32Array(1024 * 1024);
+    shared.set(big, 8);
+    const view = shared.subarray(8, 8 + big.length);
+    const viewed = await pool.run('mlp@1', { features: { datatype: 'FP32', shape: [64, 8], data: view } });
+    assert.equal(shared.byteLength, 4 * 1024 * 1024, 'the buffer a view is part of stays with its owner');
+    assert.equal(viewed.outputs.probabilities?.data.length, 64 * 3);
     assert.deepEqual(await pool.sessionStats(), { sessions: 2, created: 2, released: 0 });
 
     const garbage = join(dir, 'garbage.onnx');

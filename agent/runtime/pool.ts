@@ -3,13 +3,14 @@ import type { Worker } from 'node:worker_threads';
 import { OutpostError } from '../../shared/errors.ts';
 import type { Logger } from '../log.ts';
 import { startWorkerThread } from '../worker-thread.ts';
-import type {
-  FromWorker,
-  IoMetadata,
-  SessionOptionsWire,
-  ToWorker,
-  WireTensor,
-  WorkerStart,
+import {
+  type FromWorker,
+  type IoMetadata,
+  postable,
+  type SessionOptionsWire,
+  type ToWorker,
+  type WireTensor,
+  type WorkerStart,
 } from './protocol.ts';
 
 export interface RunResult {
@@ -267,7 +268,7 @@ export class WorkerPool {
     await Promise.allSettled(this.workers.map((w) => w.request({ op: 'unload', key })));
   }
 
-  /** Runs on the least busy worker. The feeds' buffers are transferred: callers must not reuse them. */
+  /** Runs on the least busy worker. The feeds' large buffers are transferred: callers must not reuse them. */
   run(key: string, feeds: Record<string, WireTensor>, outputs?: string[]): Promise<RunResult> {
     // One promise per run and no intermediate ones: this is the hot path of every inference.
     return new Promise((resolve, reject) => this.runWith(key, feeds, outputs, resolve, reject));
@@ -294,10 +295,8 @@ export class WorkerPool {
     }
     const transfer: ArrayBuffer[] = [];
     for (const name in feeds) {
-      const data = (feeds[name] as WireTensor).data;
-      if (!Array.isArray(data) && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength) {
-        transfer.push(data.buffer as ArrayBuffer);
-      }
+      const t = feeds[name] as WireTensor;
+      t.data = postable(t.data, transfer);
     }
     best.send(
       outputs === undefined ? { op: 'run', key, feeds } : { op: 'run', key, feeds, outputs },

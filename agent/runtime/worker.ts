@@ -4,13 +4,14 @@ import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { datatypeToOrtType, ortTypeToDatatype, type TensorData } from '../../shared/tensor.ts';
-import type {
-  FromWorker,
-  IoMetadata,
-  SessionOptionsWire,
-  ToWorker,
-  WireTensor,
-  WorkerStart,
+import {
+  type FromWorker,
+  type IoMetadata,
+  postable,
+  type SessionOptionsWire,
+  type ToWorker,
+  type WireTensor,
+  type WorkerStart,
 } from './protocol.ts';
 
 /**
@@ -42,13 +43,14 @@ function sessionOptions(o: SessionOptionsWire): ort.InferenceSession.SessionOpti
   };
 }
 
-function toWire(t: ort.Tensor): WireTensor {
+/**
+ * onnxruntime's output buffer is not ours to give away: a large one is copied and the copy
+ * transferred; a small one is copied by postMessage itself, which runs before the tensor is
+ * disposed.
+ */
+function toWire(t: ort.Tensor, transfer: ArrayBuffer[]): WireTensor {
   const datatype = ortTypeToDatatype(t.type) ?? 'BYTES';
-  // Copy out of onnxruntime's buffer: the session may reuse it, and the copy is what we transfer.
-  const data = (
-    Array.isArray(t.data) ? [...(t.data as string[])] : (t.data as TensorData).slice()
-  ) as TensorData;
-  return { datatype, shape: [...t.dims], data };
+  return { datatype, shape: [...t.dims], data: postable(t.data as TensorData, transfer, false) };
 }
 
 /**
@@ -176,14 +178,9 @@ async function handle(msg: ToWorker): Promise<void> {
         const { result, computeUs } = ran;
         const outputs: Record<string, WireTensor> = {};
         const transfer: ArrayBuffer[] = [];
-        for (const name in result) {
-          const t = result[name] as ort.Tensor;
-          const wire = toWire(t);
-          t.dispose();
-          outputs[name] = wire;
-          if (!Array.isArray(wire.data)) transfer.push(wire.data.buffer as ArrayBuffer);
-        }
+        for (const name in result) outputs[name] = toWire(result[name] as ort.Tensor, transfer);
         reply({ op: 'result', id: msg.id, outputs, computeUs }, transfer);
+        for (const name in result) (result[name] as ort.Tensor).dispose();
         return;
       }
     }
