@@ -112,7 +112,7 @@ export async function downloadTarget(
       headers['range'] = `bytes=${have}-`;
       if (meta?.etag !== undefined) headers['if-range'] = meta.etag;
     }
-    const res = await http.open(spec.url, headers);
+    const res = await http.openFile(spec.url, headers);
     let offset: number;
     if (res.status === 206 && have > 0) {
       const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(res.headers['content-range'] ?? ''));
@@ -140,6 +140,7 @@ export async function downloadTarget(
     const hash = offset === 0 ? createHash('sha256') : await hashPrefix(spec.dest, offset);
     const fh = await open(spec.dest, offset === 0 ? 'w' : 'r+');
     const writer = new PartWriter(fh, offset, {
+      release: (chunk) => res.release(chunk),
       ...(hooks.beforeWrite === undefined ? {} : { beforeWrite: hooks.beforeWrite }),
       ...(hooks.onProgress === undefined
         ? {}
