@@ -152,9 +152,10 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
   /**
    * Loads a bundle's model in every worker, then retires the versions the policy no longer keeps.
    * With `staged`, the version loads next to the serving one but does not serve unversioned
-   * requests (and retires nothing) until activate().
+   * requests (and retires nothing) until activate(). `readFrom` is where the workers read the
+   * model file now, when that is not yet `bundle.modelPath` (an install still moving it into place).
    */
-  async load(bundle: Bundle, options: { staged?: boolean } = {}): Promise<ModelVersion> {
+  async load(bundle: Bundle, options: { staged?: boolean; readFrom?: string } = {}): Promise<ModelVersion> {
     const { manifest } = bundle;
     const key = `${manifest.name}@${manifest.version}`;
     const policy = this.policy(manifest.name);
@@ -192,7 +193,7 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
     versions.set(manifest.version, entry);
     this.emit('changed', manifest.name);
     try {
-      const meta = await this.pool.load(key, bundle.modelPath);
+      const meta = await this.pool.load(key, bundle.modelPath, options.readFrom);
       entry.inputs = meta.inputs;
       entry.outputs = meta.outputs;
     } catch (err) {

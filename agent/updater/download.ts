@@ -13,6 +13,11 @@ export interface DownloadSpec {
   /** Declared by TUF: never more is read, and less is a short transfer to resume. */
   length: number;
   sha256: string;
+  /**
+   * Whether the file is fsynced before this returns (default). An installer that makes it
+   * durable itself, beside other work, passes false: the bytes are then written, not synced.
+   */
+  sync?: boolean;
 }
 
 export interface DownloadHooks {
@@ -157,7 +162,7 @@ export async function downloadTarget(
         offset += chunk.length;
         await writer.push(chunk);
       }
-      if (!tooLong) await writer.finish();
+      if (!tooLong) await (spec.sync === false ? writer.drain() : writer.finish());
     } catch (err) {
       // What arrived before a reset is kept for the resume: write it out, then rethrow.
       await writer.drain().catch(() => undefined);
