@@ -186,6 +186,7 @@ export class HttpClient {
   private async *watch(url: string, stream: Request): AsyncGenerator<Buffer> {
     let total = 0;
     let slow: OutpostError | undefined;
+    let complete = false;
     const stop = this.watchdog(
       url,
       () => total,
@@ -200,11 +201,14 @@ export class HttpClient {
         total += buf.length;
         yield buf;
       }
+      complete = true;
     } catch (err) {
       throw slow ?? this.wrap(url, err as Error);
     } finally {
       stop();
-      stream.destroy();
+      // A body read to its end leaves the connection to the agent's pool for the next request
+      // (a check makes half a dozen); one left unread or failed is closed.
+      if (!complete) stream.destroy();
     }
     if (slow !== undefined) throw slow;
   }
@@ -247,7 +251,7 @@ export class HttpClient {
     return this.withRetries(`GET ${url}`, async () => {
       const res = await this.open(url);
       if (res.status !== 200) {
-        res.abort();
+        await discard(res);
         throw new HttpStatusError(url, res.status);
       }
       const chunks: Buffer[] = [];
@@ -275,5 +279,19 @@ export class HttpClient {
     for (const abort of [...this.transfers])
       abort(new OutpostError('SHUTTING_DOWN', 'the updater is stopping'));
     this.transfers.clear();
+  }
+}
+
+/** Reads and drops a short error body so its connection can serve the next request; a long one is cut. */
+async function discard(res: OpenResponse): Promise<void> {
+  let size = 0;
+  try {
+    for await (const chunk of res.body) {
+      size += chunk.length;
+      // Leaving the loop early closes the connection.
+      if (size > 64 * 1024) break;
+    }
+  } catch {
+    // The status is what the caller reports.
   }
 }
