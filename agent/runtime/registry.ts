@@ -226,8 +226,12 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
     return entry;
   }
 
-  /** Makes a staged version the one unversioned requests go to: one synchronous switch. */
-  async activate(name: string, version: string): Promise<void> {
+  /**
+   * Makes a staged version the one unversioned requests go to: one synchronous switch. Resolves
+   * once it serves; `retired` resolves when the versions the policy no longer keeps have finished
+   * what they had queued and released their sessions.
+   */
+  async activate(name: string, version: string): Promise<{ retired: Promise<void> }> {
     const entry = this.models.get(name)?.get(version);
     if (entry?.state !== 'READY')
       throw new OutpostError('MODEL_NOT_READY', `model ${name} version ${version} is not ready`);
@@ -237,7 +241,7 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
       if (v !== entry && v.state === 'READY' && v.releaseCounter > entry.releaseCounter)
         await this.unload(name, v.version);
     this.emit('changed', name);
-    await this.retire(name);
+    return { retired: this.retire(name) };
   }
 
   private async retire(name: string): Promise<void> {

@@ -63,7 +63,7 @@ const SPACE_MARGIN = 16 * 1024 * 1024;
  * session is released and the new bundle directory removed.
  */
 export class Installer {
-  /** Removal of superseded bundle directories, run after the switch; the next install waits for it. */
+  /** Release of the superseded session and removal of superseded bundle directories, run after the switch; the next install waits for it. */
   private pruning: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: InstallerOptions) {}
@@ -256,12 +256,18 @@ export class Installer {
     state.activation = { name: manifest.name, version: manifest.version, at: this.o.now(), uncleanStarts: 0 };
     await this.o.store.save(state);
     await this.step('committed');
-    await registry.activate(manifest.name, manifest.version);
+    const { retired } = await registry.activate(manifest.name, manifest.version);
+    // Releasing the superseded session (its requests finish first) and deleting its 50 MB model
+    // file take milliseconds the switch need not wait for; the next install and stop() do.
+    this.pruning = Promise.all([
+      retired.catch((err: unknown) =>
+        this.o.log.warn({ err, model: manifest.name }, 'unloading the superseded version failed'),
+      ),
+      this.prune(manifest.name, state).catch((err: unknown) =>
+        this.o.log.warn({ err, model: manifest.name }, 'removing superseded bundle directories failed'),
+      ),
+    ]).then(() => undefined);
     await this.step('activated');
-    // Deleting a superseded 50 MB model file takes milliseconds the switch need not wait for.
-    this.pruning = this.prune(manifest.name, state).catch((err: unknown) =>
-      this.o.log.warn({ err, model: manifest.name }, 'removing superseded bundle directories failed'),
-    );
     return entry;
   }
 
