@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Agent } from '../agent/main.ts';
@@ -56,13 +57,15 @@ describe('updater: install, switch, revert on a failed sample', () => {
     const steps = (await events(agent))
       .filter((e) => e.type === 'update-progress' && e.body['target'] === `${MODEL}@2.0.0`)
       .map((e) => e.body['step']);
+    // The directory is made durable while the model loads and its sample runs; it is renamed
+    // into place ('written') once both are done.
     assert.deepEqual(steps, [
       'space',
       'manifest',
       'download',
-      'written',
       'loaded',
       'checked',
+      'written',
       'committed',
       'activated',
     ]);
@@ -76,6 +79,12 @@ describe('updater: install, switch, revert on a failed sample', () => {
     assert.match(outcome.failed[0]!.error, /sample check failed/);
     assert.equal(await inferOk(agent), '2.0.0');
     assert.equal(agent.registry.get(MODEL, '3.0.0')?.state, 'UNAVAILABLE');
+    const dirs = await readdir(join(agent.config.dataDir, 'bundles', MODEL));
+    assert.deepEqual(
+      dirs.filter((d) => d.startsWith('3.0.0')),
+      [],
+      'the rejected bundle leaves no directory',
+    );
     const reverted = (await events(agent)).find((e) => e.type === 'update-reverted');
     assert.equal(reverted?.body['reason'], 'sample-check');
     assert.equal(agent.status().updates!.models[MODEL]?.current.version, '2.0.0');

@@ -199,6 +199,27 @@ describe('updater: disk full', () => {
     assert.equal(await inferOk(agent), '1.0.0');
   });
 
+  test('a failed fsync of the new bundle while its model loads releases the new session and switches nothing', async () => {
+    const { fx, agent } = await baseline();
+    await agent.stop();
+    process.env.OUTPOST_UPDATER_FAULT = 'eio:sync';
+    const again = fx.agent({ dataDir: agent.config.dataDir });
+    delete process.env.OUTPOST_UPDATER_FAULT;
+    await again.start();
+    const outcome = await again.updater!.checkNow();
+    assert.match(outcome.failed[0]?.error ?? '', /EIO/);
+    assert.equal(await inferOk(again), '1.0.0');
+    assert.equal(again.registry.get(MODEL, '2.0.0')?.state, 'UNAVAILABLE');
+    assert.equal((await again.registry.sessionStats()).sessions, 1, 'only 1.0.0 keeps a session');
+    const dirs = await readdir(join(again.config.dataDir, 'bundles', MODEL));
+    assert.deepEqual(
+      dirs.filter((d) => !d.startsWith('1.0.0-')),
+      [],
+      'no 2.0.0 directory, finished or not',
+    );
+    assert.equal(again.status().updates!.models[MODEL]?.current.version, '1.0.0');
+  });
+
   test('ENOSPC while writing the download is refused, cleaned up and reported', async () => {
     const { fx, agent } = await baseline();
     await agent.stop();

@@ -239,10 +239,14 @@ export class WorkerPool {
     return this.workers.length;
   }
 
-  /** Loads a session for `key` in every worker; all or nothing. */
-  async load(key: string, path: string): Promise<LoadedModel> {
+  /**
+   * Loads a session for `key` in every worker; all or nothing. The workers read `readFrom`
+   * (the file before its directory is renamed into place) when given; `path` is where the model
+   * stays, and what a replacement worker loads.
+   */
+  async load(key: string, path: string, readFrom = path): Promise<LoadedModel> {
     const replies = await Promise.allSettled(
-      this.workers.map((w) => w.request({ op: 'load', key, path, options: this.options })),
+      this.workers.map((w) => w.request({ op: 'load', key, path: readFrom, options: this.options })),
     );
     const failure = replies.find((r) => r.status === 'rejected' || r.value.op === 'error');
     if (failure !== undefined) {

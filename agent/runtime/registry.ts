@@ -152,9 +152,10 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
   /**
    * Loads a bundle's model in every worker, then retires the versions the policy no longer keeps.
    * With `staged`, the version loads next to the serving one but does not serve unversioned
-   * requests (and retires nothing) until activate().
+   * requests (and retires nothing) until activate(). `readFrom` is where the workers read the
+   * model file now, when that is not yet `bundle.modelPath` (an install still moving it into place).
    */
-  async load(bundle: Bundle, options: { staged?: boolean } = {}): Promise<ModelVersion> {
+  async load(bundle: Bundle, options: { staged?: boolean; readFrom?: string } = {}): Promise<ModelVersion> {
     const { manifest } = bundle;
     const key = `${manifest.name}@${manifest.version}`;
     const policy = this.policy(manifest.name);
@@ -192,7 +193,7 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
     versions.set(manifest.version, entry);
     this.emit('changed', manifest.name);
     try {
-      const meta = await this.pool.load(key, bundle.modelPath);
+      const meta = await this.pool.load(key, bundle.modelPath, options.readFrom);
       entry.inputs = meta.inputs;
       entry.outputs = meta.outputs;
     } catch (err) {
@@ -225,8 +226,12 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
     return entry;
   }
 
-  /** Makes a staged version the one unversioned requests go to: one synchronous switch. */
-  async activate(name: string, version: string): Promise<void> {
+  /**
+   * Makes a staged version the one unversioned requests go to: one synchronous switch. Resolves
+   * once it serves; `retired` resolves when the versions the policy no longer keeps have finished
+   * what they had queued and released their sessions.
+   */
+  async activate(name: string, version: string): Promise<{ retired: Promise<void> }> {
     const entry = this.models.get(name)?.get(version);
     if (entry?.state !== 'READY')
       throw new OutpostError('MODEL_NOT_READY', `model ${name} version ${version} is not ready`);
@@ -236,7 +241,7 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
       if (v !== entry && v.state === 'READY' && v.releaseCounter > entry.releaseCounter)
         await this.unload(name, v.version);
     this.emit('changed', name);
-    await this.retire(name);
+    return { retired: this.retire(name) };
   }
 
   private async retire(name: string): Promise<void> {

@@ -13,6 +13,11 @@ export interface DownloadSpec {
   /** Declared by TUF: never more is read, and less is a short transfer to resume. */
   length: number;
   sha256: string;
+  /**
+   * Whether the file is fsynced before this returns (default). An installer that makes it
+   * durable itself, beside other work, passes false: the bytes are then written, not synced.
+   */
+  sync?: boolean;
 }
 
 export interface DownloadHooks {
@@ -112,7 +117,7 @@ export async function downloadTarget(
       headers['range'] = `bytes=${have}-`;
       if (meta?.etag !== undefined) headers['if-range'] = meta.etag;
     }
-    const res = await http.open(spec.url, headers);
+    const res = await http.openFile(spec.url, headers);
     let offset: number;
     if (res.status === 206 && have > 0) {
       const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(res.headers['content-range'] ?? ''));
@@ -140,6 +145,7 @@ export async function downloadTarget(
     const hash = offset === 0 ? createHash('sha256') : await hashPrefix(spec.dest, offset);
     const fh = await open(spec.dest, offset === 0 ? 'w' : 'r+');
     const writer = new PartWriter(fh, offset, {
+      release: (chunk) => res.release(chunk),
       ...(hooks.beforeWrite === undefined ? {} : { beforeWrite: hooks.beforeWrite }),
       ...(hooks.onProgress === undefined
         ? {}
@@ -156,7 +162,7 @@ export async function downloadTarget(
         offset += chunk.length;
         await writer.push(chunk);
       }
-      if (!tooLong) await writer.finish();
+      if (!tooLong) await (spec.sync === false ? writer.drain() : writer.finish());
     } catch (err) {
       // What arrived before a reset is kept for the resume: write it out, then rethrow.
       await writer.drain().catch(() => undefined);

@@ -3,7 +3,7 @@ import { OutpostError } from '../../shared/errors.ts';
 /**
  * Fault injection for the install path, so tests can cut power (SIGKILL) or fill the disk at a
  * named step of a real install in a real child process. Off unless configured; the agent reads
- * it from `OUTPOST_UPDATER_FAULT` (e.g. `kill:written`, `pause:loaded:5000`, `enospc:4096`).
+ * it from `OUTPOST_UPDATER_FAULT` (e.g. `kill:written`, `pause:loaded:5000`, `enospc:4096`, `eio:sync`).
  */
 export interface InstallFaults {
   killAt?: string;
@@ -11,6 +11,8 @@ export interface InstallFaults {
   pauseMs?: number;
   /** Writes past this many bytes of a download fail with ENOSPC. */
   enospcAfterBytes?: number;
+  /** Making the new bundle directory durable fails with EIO (while the model loads beside it). */
+  syncFails?: boolean;
 }
 
 export function faultsFromEnv(value: string | undefined): InstallFaults | undefined {
@@ -20,6 +22,7 @@ export function faultsFromEnv(value: string | undefined): InstallFaults | undefi
   if (kind === 'pause' && arg !== undefined) return { pauseAt: arg, pauseMs: Number(ms ?? 60_000) };
   if (kind === 'enospc' && arg !== undefined && Number.isFinite(Number(arg)))
     return { enospcAfterBytes: Number(arg) };
+  if (kind === 'eio' && arg === 'sync') return { syncFails: true };
   throw new OutpostError('CONFIG_INVALID', `OUTPOST_UPDATER_FAULT: cannot parse ${JSON.stringify(value)}`);
 }
 

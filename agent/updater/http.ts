@@ -1,10 +1,13 @@
+import type { ConnectionOptions } from 'node:tls';
 import got, { type Request } from 'got';
 import { OutpostError } from '../../shared/errors.ts';
 import type { Logger } from '../log.ts';
 import { Backoff, StoppableTimer } from '../uplink/backoff.ts';
+import { openTransfer } from './file-transfer.ts';
 
 /**
- * The updater's HTTP client (got). Every request has connect and idle (socket) timeouts and a
+ * The updater's HTTP client: got for documents, file-transfer.ts for model files (openFile).
+ * Every request has connect and idle (socket) timeouts and a
  * throughput watchdog: a server that trickles bytes just fast enough to dodge the idle timeout
  * (TUF's slow-retrieval attack) is cut off once the rate over `rateWindowMs` drops below
  * `minBytesPerSec`. Retries are ours, with capped exponential backoff and full jitter.
@@ -21,6 +24,8 @@ export interface HttpOptions {
   backoffMaxMs: number;
   headers?: Record<string, string>;
   random?: () => number;
+  /** Extra TLS options for file transfers (a private CA in tests). */
+  tls?: ConnectionOptions;
 }
 
 export const DEFAULT_HTTP: HttpOptions = {
@@ -53,10 +58,16 @@ export interface OpenResponse {
   abort(): void;
 }
 
+/** A file transfer's response: body buffers are the caller's until passed to release(). */
+export interface FileResponse extends OpenResponse {
+  release(chunk: Buffer): void;
+}
+
 export class HttpClient {
   readonly options: HttpOptions;
   private readonly timer = new StoppableTimer();
   private readonly active = new Set<Request>();
+  private readonly transfers = new Set<(err: Error) => void>();
   private stopped = false;
 
   constructor(
@@ -97,39 +108,107 @@ export class HttpClient {
     });
   }
 
-  private async *watch(url: string, stream: Request): AsyncGenerator<Buffer> {
+  /**
+   * One attempt at a large file (a model): the body arrives in a few reused buffers, each to be
+   * given back with release() once written (see file-transfer.ts), under the same timeouts and
+   * throughput watchdog as open().
+   */
+  async openFile(url: string, headers: Record<string, string> = {}): Promise<FileResponse> {
+    if (this.stopped) throw new OutpostError('SHUTTING_DOWN', `GET ${url}: stopped`);
     const o = this.options;
-    const samples: Array<{ at: number; bytes: number }> = [];
-    let total = 0;
+    const res = await openTransfer(
+      url,
+      { 'user-agent': 'outpost-agent', ...o.headers, ...headers },
+      {
+        connectTimeoutMs: o.connectTimeoutMs,
+        responseTimeoutMs: o.responseTimeoutMs,
+        idleTimeoutMs: o.idleTimeoutMs,
+        ...(o.tls === undefined ? {} : { tls: o.tls }),
+      },
+      (abort) => {
+        this.transfers.add(abort);
+        return () => this.transfers.delete(abort);
+      },
+    );
+    const body = res.body;
+    const watched = async function* (this: HttpClient): AsyncGenerator<Buffer> {
+      const stop = this.watchdog(
+        url,
+        () => res.received,
+        (err) => res.cancel(err),
+      );
+      try {
+        yield* body;
+      } finally {
+        stop();
+        res.abort();
+      }
+    }.call(this);
+    return {
+      status: res.status,
+      headers: res.headers,
+      body: watched,
+      release: (chunk) => res.release(chunk),
+      abort: () => res.abort(),
+    };
+  }
+
+  /**
+   * Cuts a transfer off when fewer than minBytesPerSec arrive over rateWindowMs (TUF's
+   * slow-retrieval attack); `received` is the running byte count. Returns the stop function.
+   */
+  private watchdog(url: string, received: () => number, kill: (err: OutpostError) => void): () => void {
+    const o = this.options;
     const started = Date.now();
-    let slow: OutpostError | undefined;
-    const watchdog = setInterval(
+    const samples: Array<{ at: number; total: number }> = [{ at: started, total: received() }];
+    const timer = setInterval(
       () => {
         const now = Date.now();
-        while (samples.length > 0 && (samples[0]?.at ?? now) < now - o.rateWindowMs) samples.shift();
-        const recent = samples.reduce((n, s) => n + s.bytes, 0);
+        const total = received();
+        samples.push({ at: now, total });
+        while (samples.length > 1 && (samples[1]?.at ?? now) <= now - o.rateWindowMs) samples.shift();
+        const recent = total - (samples[0]?.total ?? 0);
         if (now - started >= o.rateWindowMs && (recent * 1000) / o.rateWindowMs < o.minBytesPerSec) {
-          slow = new OutpostError(
-            'TIMEOUT',
-            `GET ${url}: ${Math.round((recent * 1000) / o.rateWindowMs)} B/s over the last ${o.rateWindowMs} ms, below the ${o.minBytesPerSec} B/s minimum (${total} bytes so far)`,
+          clearInterval(timer);
+          kill(
+            new OutpostError(
+              'TIMEOUT',
+              `GET ${url}: ${Math.round((recent * 1000) / o.rateWindowMs)} B/s over the last ${o.rateWindowMs} ms, below the ${o.minBytesPerSec} B/s minimum (${total} bytes so far)`,
+            ),
           );
-          stream.destroy(slow);
         }
       },
       Math.max(50, Math.min(1000, o.rateWindowMs / 4)),
+    );
+    return () => clearInterval(timer);
+  }
+
+  private async *watch(url: string, stream: Request): AsyncGenerator<Buffer> {
+    let total = 0;
+    let slow: OutpostError | undefined;
+    let complete = false;
+    const stop = this.watchdog(
+      url,
+      () => total,
+      (err) => {
+        slow = err;
+        stream.destroy(err);
+      },
     );
     try {
       for await (const chunk of stream) {
         const buf = chunk as Buffer;
         total += buf.length;
-        samples.push({ at: Date.now(), bytes: buf.length });
         yield buf;
       }
+      complete = true;
     } catch (err) {
       throw slow ?? this.wrap(url, err as Error);
     } finally {
-      clearInterval(watchdog);
-      stream.destroy();
+      stop();
+      // A body read to its end leaves the connection to the agent's pool for the next request
+      // (a check makes half a dozen); one left unread or failed is closed.
+      if (!complete) stream.destroy();
     }
     if (slow !== undefined) throw slow;
   }
@@ -172,7 +251,7 @@ export class HttpClient {
     return this.withRetries(`GET ${url}`, async () => {
       const res = await this.open(url);
       if (res.status !== 200) {
-        res.abort();
+        await discard(res);
         throw new HttpStatusError(url, res.status);
       }
       const chunks: Buffer[] = [];
@@ -197,5 +276,22 @@ export class HttpClient {
     this.timer.cancel();
     for (const s of this.active) s.destroy(new OutpostError('SHUTTING_DOWN', 'the updater is stopping'));
     this.active.clear();
+    for (const abort of [...this.transfers])
+      abort(new OutpostError('SHUTTING_DOWN', 'the updater is stopping'));
+    this.transfers.clear();
+  }
+}
+
+/** Reads and drops a short error body so its connection can serve the next request; a long one is cut. */
+async function discard(res: OpenResponse): Promise<void> {
+  let size = 0;
+  try {
+    for await (const chunk of res.body) {
+      size += chunk.length;
+      // Leaving the loop early closes the connection.
+      if (size > 64 * 1024) break;
+    }
+  } catch {
+    // The status is what the caller reports.
   }
 }

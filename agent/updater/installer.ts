@@ -20,9 +20,9 @@ export const INSTALL_STEPS = [
   'space',
   'manifest',
   'download',
-  'written',
   'loaded',
   'checked',
+  'written',
   'committed',
   'activated',
 ] as const;
@@ -55,13 +55,15 @@ const SPACE_MARGIN = 16 * 1024 * 1024;
 
 /**
  * Installs one bundle: free-space check, manifest (verified against TUF), model download
- * (capped, resumable, verified), bundle directory made durable and renamed into place, model
- * loaded next to the serving one with the manifest's sample checked in a worker, state
- * committed, then the switch. Any failure before the switch leaves the old version serving
- * and untouched; the new bundle directory is removed.
+ * (capped, resumable, verified), then two things side by side: the bundle directory is made
+ * durable (model and manifest fsynced, directory fsynced) while the verified model loads next
+ * to the serving one and the manifest's sample is checked in a worker. Once both are done the
+ * directory is renamed into place (and its parent fsynced), the state committed, then the
+ * switch. Any failure before the switch leaves the old version serving and untouched; the new
+ * session is released and the new bundle directory removed.
  */
 export class Installer {
-  /** Removal of superseded bundle directories, run after the switch; the next install waits for it. */
+  /** Release of the superseded session and removal of superseded bundle directories, run after the switch; the next install waits for it. */
   private pruning: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: InstallerOptions) {}
@@ -145,6 +147,8 @@ export class Installer {
         dest: part,
         length: modelTarget.length,
         sha256: manifest.model.sha256,
+        // Made durable below, while the model loads.
+        sync: false,
       },
       {
         ...(this.o.faults?.enospcAfterBytes === undefined
@@ -171,7 +175,7 @@ export class Installer {
     });
     await this.step('download', { ...dl, ms: this.o.now() - t0, bytes: modelTarget.length });
 
-    // The bundle directory is built beside its final place and renamed in whole.
+    // The bundle directory is built beside its final place and renamed in whole once durable.
     const final = join(
       this.bundlesDir(),
       manifest.name,
@@ -180,20 +184,9 @@ export class Installer {
     const building = `${final}.building`;
     await rm(building, { recursive: true, force: true });
     await mkdir(building, { recursive: true });
-    await rename(part, join(building, manifest.model.file));
+    const modelFile = join(building, manifest.model.file);
+    await rename(part, modelFile);
     await rm(`${part}.json`, { force: true });
-    const fh = await open(join(building, MANIFEST_FILE), 'w');
-    try {
-      await fh.writeFile(manifestBytes);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsyncDirAsync(building);
-    await rm(final, { recursive: true, force: true });
-    await rename(building, final);
-    await fsyncDirAsync(dirname(final));
-    await this.step('written', { dir: final });
 
     const bundle: Bundle = { dir: final, manifest, modelPath: join(final, manifest.model.file) };
     const entry: InstalledModel = {
@@ -205,8 +198,33 @@ export class Installer {
     };
     const registry = this.o.registry;
     const alreadyServing = registry.current(manifest.name)?.version === manifest.version;
-    try {
-      if (!alreadyServing) await registry.load(bundle, { staged: true });
+    // Independent of each other: the disk makes the verified bytes durable while a worker
+    // parses them. The session reads the file where it is now (the directory is renamed only
+    // after both), and nothing is renamed into place or committed unless both succeed.
+    const durable = (async () => {
+      if (this.o.faults?.syncFails === true)
+        throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+      const model = await open(modelFile, 'r');
+      try {
+        await model.sync();
+      } finally {
+        await model.close();
+      }
+      const fh = await open(join(building, MANIFEST_FILE), 'w');
+      try {
+        await fh.writeFile(manifestBytes);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fsyncDirAsync(building);
+    })();
+    let loaded = false;
+    const ready = (async () => {
+      if (!alreadyServing) {
+        await registry.load(bundle, { staged: true, readFrom: modelFile });
+        loaded = true;
+      }
       await this.step('loaded');
       const problems = await this.sampleCheck(bundle);
       if (problems.length > 0)
@@ -214,9 +232,19 @@ export class Installer {
           details: { sampleFailed: true, problems },
         });
       await this.step('checked');
-    } catch (err) {
-      if (!alreadyServing) await registry.unload(manifest.name, manifest.version).catch(() => undefined);
+    })();
+    const [checked, synced] = await Promise.allSettled([ready, durable]);
+    try {
+      // A failed check says more about the bundle than a failed disk write: it is reported first.
+      if (checked.status === 'rejected') throw checked.reason;
+      if (synced.status === 'rejected') throw synced.reason;
       await rm(final, { recursive: true, force: true });
+      await rename(building, final);
+      await fsyncDirAsync(dirname(final));
+      await this.step('written', { dir: final });
+    } catch (err) {
+      if (loaded) await registry.unload(manifest.name, manifest.version).catch(() => undefined);
+      await rm(building, { recursive: true, force: true });
       throw err;
     }
 
@@ -228,12 +256,18 @@ export class Installer {
     state.activation = { name: manifest.name, version: manifest.version, at: this.o.now(), uncleanStarts: 0 };
     await this.o.store.save(state);
     await this.step('committed');
-    await registry.activate(manifest.name, manifest.version);
+    const { retired } = await registry.activate(manifest.name, manifest.version);
+    // Releasing the superseded session (its requests finish first) and deleting its 50 MB model
+    // file take milliseconds the switch need not wait for; the next install and stop() do.
+    this.pruning = Promise.all([
+      retired.catch((err: unknown) =>
+        this.o.log.warn({ err, model: manifest.name }, 'unloading the superseded version failed'),
+      ),
+      this.prune(manifest.name, state).catch((err: unknown) =>
+        this.o.log.warn({ err, model: manifest.name }, 'removing superseded bundle directories failed'),
+      ),
+    ]).then(() => undefined);
     await this.step('activated');
-    // Deleting a superseded 50 MB model file takes milliseconds the switch need not wait for.
-    this.pruning = this.prune(manifest.name, state).catch((err: unknown) =>
-      this.o.log.warn({ err, model: manifest.name }, 'removing superseded bundle directories failed'),
-    );
     return entry;
   }
 

@@ -5,9 +5,11 @@ export interface PartWriterHooks {
   beforeWrite?: (offset: number, size: number) => void;
   /** Called after each write with the end offset of what is on file so far. */
   onWritten?: (end: number) => void;
+  /** Called with each chunk once it is written (or the write failed): its memory may be reused. */
+  release?: (chunk: Buffer) => void;
 }
 
-/** Socket chunks are small (16-64 KiB): gathered into one writev of about this size. */
+/** Chunks smaller than this (socket reads, a transfer's last buffer) are gathered into one writev of about this size. */
 const BATCH_BYTES = 1024 * 1024;
 /** Received but not yet written: past this the receiver waits (bounds memory, lets TCP push back). */
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
@@ -107,6 +109,7 @@ export class PartWriter {
       } finally {
         this.queuedBytes -= size;
         this.inFlight.shift();
+        if (this.hooks.release !== undefined) for (const c of chunks) this.hooks.release(c);
       }
     });
     this.inFlight.push(write);

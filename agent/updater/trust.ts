@@ -1,4 +1,4 @@
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Metadata, Root, TargetFile, Targets } from '@tufjs/models';
 import { type Fetcher, Updater } from 'tuf-js';
@@ -16,7 +16,8 @@ const CLOCK_FILE = 'clock.json';
 class TufFetcher implements Fetcher {
   constructor(
     private readonly http: HttpClient,
-    private readonly scratch: string,
+    /** Where downloadFile() (tuf-js's target downloads, which the agent does not use) puts its temp files. */
+    private readonly scratchParent: string,
   ) {}
 
   async downloadBytes(url: string, maxLength: number): Promise<Buffer> {
@@ -33,12 +34,13 @@ class TufFetcher implements Fetcher {
 
   async downloadFile<T>(url: string, maxLength: number, handler: (file: string) => Promise<T>): Promise<T> {
     const bytes = await this.downloadBytes(url, maxLength);
-    const file = join(this.scratch, `download-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+    const dir = await mkdtemp(join(this.scratchParent, '.tuf-download-'));
+    const file = join(dir, 'download');
     await writeFile(file, bytes);
     try {
       return await handler(file);
     } finally {
-      await rm(file, { force: true });
+      await rm(dir, { recursive: true, force: true });
     }
   }
 }
@@ -61,13 +63,14 @@ export interface TrustOptions {
 }
 
 /**
- * The device's TUF client. tuf-js does the verification; this wraps its persistence, which
+ * The device's TUF client. tuf-js does the verification; this replaces its persistence, which
  * writes metadata in place with writeFileSync (a power cut mid-write would leave a torn
- * trusted root). Each refresh runs tuf-js on a scratch copy of the trusted files in the same
- * filesystem, then commits every file tuf-js changed with temp + fsync + rename + fsync dir.
- * Each committed file was verified before tuf-js wrote it, so committing after a failed
- * refresh is as safe as tuf-js's own behaviour, and a crash between two commits leaves a
- * mix that tuf-js's next refresh checks against each other anyway.
+ * trusted root). Each refresh reads the trusted files once and runs tuf-js on them in memory:
+ * its loads read that copy and its writes (each made only after the metadata verified) are
+ * collected, then committed to the state directory together with temp + fsync + rename +
+ * one fsync of the directory. Committing after a failed refresh is as safe as tuf-js's own
+ * behaviour, and a crash between two renames leaves a mix that tuf-js's next refresh checks
+ * against each other anyway.
  *
  * Freshness is judged against max(device clock, time floor). The floor is raised by times
  * signed by the director and by successful refreshes, so a device whose clock was set back
@@ -127,79 +130,99 @@ export class TrustClient {
 
   /** One TUF client workflow: root chain, timestamp, snapshot, targets. Throws TRUST_FAILED. */
   async refresh(): Promise<TrustedState> {
-    const work = await mkdtemp(join(this.o.stateDir, '..', '.trust-work-'));
-    try {
-      await Promise.all(
-        TRUST_FILES.map((f) =>
-          copyFile(join(this.o.stateDir, f), join(work, f)).catch((err: NodeJS.ErrnoException) => {
-            if (err.code !== 'ENOENT') throw err;
-          }),
-        ),
-      );
-      const scratch = join(work, '.downloads');
-      await mkdir(scratch);
-      const referenceTime = this.referenceTime();
-      const updater = new Updater({
-        metadataDir: work,
-        metadataBaseUrl: this.o.metadataUrl,
-        fetcher: new TufFetcher(this.o.http, scratch),
-      });
-      setReferenceTime(updater, referenceTime);
-      let failure: unknown;
-      try {
-        await updater.refresh();
-      } catch (err) {
-        failure = err;
-      }
-      if (failure !== undefined) {
-        await this.commit(work);
-        const name = (failure as Error).constructor?.name ?? 'Error';
-        throw new OutpostError('TRUST_FAILED', `TUF refresh failed: ${name}: ${(failure as Error).message}`, {
-          cause: failure,
-          details: { tufError: name },
-        });
-      }
-      // tuf-js found everything fresh at max(clock, floor), so the clock is plausible: keep it,
-      // committed with the metadata (one directory fsync for all).
-      const floorMs = Math.max(this.floorMs, this.o.now());
-      const files = await this.commit(work, floorMs);
-      this.floorMs = floorMs;
-      const trusted = async (f: (typeof TRUST_FILES)[number]) =>
-        files.get(f) ?? (await readFile(join(this.o.stateDir, f)));
-      const root = parseRoot(await trusted('root.json'));
-      const targets = parseTargets(await trusted('targets.json'));
-      return {
-        root,
-        targets,
-        referenceTime,
-        target: (path) => targets.signed.targets[path],
-      };
-    } finally {
-      await rm(work, { recursive: true, force: true });
-    }
-  }
-
-  /**
-   * Commits every trusted file tuf-js changed in `work` (and the time floor when given) to the
-   * state directory atomically; returns the bytes of every trusted file found in `work`.
-   */
-  private async commit(work: string, floorMs?: number): Promise<Map<string, Buffer>> {
-    const names = new Set(await readdir(work));
-    const found = new Map<string, Buffer>();
-    const changed: Array<[string, Buffer]> = [];
+    const files = new Map<string, Buffer>();
     await Promise.all(
-      TRUST_FILES.filter((f) => names.has(f)).map(async (f) => {
-        const next = await readFile(join(work, f));
-        found.set(f, next);
-        const prev = await readFile(join(this.o.stateDir, f)).catch(() => undefined);
-        if (!prev?.equals(next)) changed.push([f, next]);
+      TRUST_FILES.map(async (f) => {
+        const bytes = await readFile(join(this.o.stateDir, f)).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err;
+          return undefined;
+        });
+        if (bytes !== undefined) files.set(f, bytes);
       }),
     );
+    const referenceTime = this.referenceTime();
+    const updater = new Updater({
+      metadataDir: this.o.stateDir,
+      metadataBaseUrl: this.o.metadataUrl,
+      fetcher: new TufFetcher(this.o.http, join(this.o.stateDir, '..')),
+    });
+    setReferenceTime(updater, referenceTime);
+    const written = keepInMemory(updater, files);
+    let failure: unknown;
+    try {
+      await updater.refresh();
+    } catch (err) {
+      failure = err;
+    }
+    if (failure !== undefined) {
+      await this.commit(written);
+      const name = (failure as Error).constructor?.name ?? 'Error';
+      throw new OutpostError('TRUST_FAILED', `TUF refresh failed: ${name}: ${(failure as Error).message}`, {
+        cause: failure,
+        details: { tufError: name },
+      });
+    }
+    // tuf-js found everything fresh at max(clock, floor), so the clock is plausible: keep it,
+    // committed with the metadata (one directory fsync for all).
+    const floorMs = Math.max(this.floorMs, this.o.now());
+    await this.commit(written, floorMs);
+    this.floorMs = floorMs;
+    const trusted = (f: (typeof TRUST_FILES)[number]) => {
+      const bytes = files.get(f);
+      if (bytes === undefined) throw new OutpostError('TRUST_FAILED', `TUF refresh left no ${f}`);
+      return bytes;
+    };
+    const root = parseRoot(trusted('root.json'));
+    const targets = parseTargets(trusted('targets.json'));
+    return {
+      root,
+      targets,
+      referenceTime,
+      target: (path) => targets.signed.targets[path],
+    };
+  }
+
+  /** Commits the trusted files tuf-js wrote (and the time floor when given) to the state directory atomically. */
+  private async commit(written: Map<string, Buffer>, floorMs?: number): Promise<void> {
+    const changed: Array<[string, Buffer]> = [...written];
     if (floorMs !== undefined && floorMs > this.floorMs)
       changed.push([CLOCK_FILE, Buffer.from(JSON.stringify({ floorMs }))]);
     await writeFilesAtomic(this.o.stateDir, changed);
-    return found;
   }
+}
+
+/**
+ * Points tuf-js's metadata loads and writes (Updater.loadLocalMetadata / persistMetadata,
+ * tuf-js 4.1.0 internals) at `files`, and returns the files it writes, by name. tuf-js writes a
+ * role's metadata only after it verified; our commit makes the writes durable and atomic. If a
+ * tuf-js upgrade moves these methods, this fails loudly instead of writing in place.
+ */
+function keepInMemory(updater: Updater, files: Map<string, Buffer>): Map<string, Buffer> {
+  const u = updater as unknown as {
+    loadLocalMetadata?: (name: string) => Buffer;
+    persistMetadata?: (name: string, bytes: Buffer) => void;
+  };
+  if (typeof u.loadLocalMetadata !== 'function' || typeof u.persistMetadata !== 'function')
+    throw new OutpostError('INTERNAL', 'tuf-js internals changed: cannot keep its metadata in memory');
+  const written = new Map<string, Buffer>();
+  u.loadLocalMetadata = (name) => {
+    const bytes = files.get(`${name}.json`);
+    if (bytes === undefined)
+      throw Object.assign(new Error(`${name}.json is not trusted yet`), { code: 'ENOENT' });
+    return bytes;
+  };
+  u.persistMetadata = (name, bytes) => {
+    const file = `${encodeURIComponent(name)}.json`;
+    if (!(TRUST_FILES as readonly string[]).includes(file))
+      throw new OutpostError(
+        'TRUST_FAILED',
+        `tuf-js wrote unexpected metadata ${file} (delegations are not used)`,
+      );
+    const copy = Buffer.from(bytes);
+    files.set(file, copy);
+    written.set(file, copy);
+  };
+  return written;
 }
 
 /**

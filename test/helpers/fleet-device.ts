@@ -36,7 +36,7 @@ export class FleetDevice {
     // The registry loads, unloads and runs by key (and schedules by the pool's worker count):
     // prefix the keys with the device id, pass the rest through.
     const view = {
-      load: (key: string, path: string) => pool.load(`${id}/${key}`, path),
+      load: (key: string, path: string, readFrom?: string) => pool.load(`${id}/${key}`, path, readFrom),
       unload: (key: string) => pool.unload(`${id}/${key}`),
       run: (key: string, feeds: Parameters<WorkerPool['run']>[1], outputs?: string[]) =>
         pool.run(`${id}/${key}`, feeds, outputs),

@@ -32,11 +32,12 @@ export const bundleInstall: Scenario = {
     'Verify + install + activate of a 50 MB bundle through the updater as a device runs it: TUF refresh, ' +
     'download over loopback HTTP from a mirror in its own process (a device fetches from another machine; a ' +
     "server on the agent's own event loop would take turns with it) that reads files in 1 MiB blocks as a CDN " +
-    'does, length and sha256 check, write-temp + ' +
-    'fsync + rename + fsync of the directory, load in every ' +
-    'inference worker (the default pool), the manifest sample check, the state commit and the switch (the ' +
-    'update-activated event is enqueued in the outbox; its commit and the removal of the superseded bundle ' +
-    'directory finish after). Baseline: ' +
+    'does, length and sha256 check, then side by side: the bundle directory made durable (fsync of the ' +
+    'model, the manifest and the directory) and the model loaded in every inference worker (the default ' +
+    'pool) with the manifest sample check; then the rename into place + fsync of its parent, the state ' +
+    'commit and the switch (the update-activated event is enqueued in the outbox; its commit, the release ' +
+    'of the superseded session and the removal of the superseded bundle directory finish after the switch, ' +
+    'and are waited for, untimed, before the baseline runs). Baseline: ' +
     'sha256 of the same model file plus a copy made durable with fsync, in the same process, interleaved.',
   async run(ctx) {
     const megabytes = ctx.quick ? 4 : 50;
@@ -84,6 +85,9 @@ export const bundleInstall: Scenario = {
       const ms = performance.now() - t0;
       if (agent.registry.current(NAME)?.version !== version)
         throw new Error(`${NAME}@${version} did not become current`);
+      // What the install left running after its switch must not run into the baseline's window.
+      await agent.updater?.installer.settled();
+      await agent.outbox.durable();
       return ms;
     };
     const result = await interleaved(
