@@ -31,7 +31,7 @@ export const bundleInstall: Scenario = {
   description:
     'Verify + install + activate of a 50 MB bundle through the updater as a device runs it: TUF refresh, ' +
     'download over loopback HTTP from a mirror in its own process (a device fetches from another machine; a ' +
-    "server on the agent's own event loop would take turns with it) that reads files in 1 MiB blocks as a CDN " +
+    "server on the agent's own event loop would take turns with it) that sends files through two reused 1 MiB buffers as a CDN " +
     'does, length and sha256 check, then side by side: the bundle directory made durable (fsync of the ' +
     'model, the manifest and the directory) and the model loaded in every inference worker (the default ' +
     'pool) with the manifest sample check; then the rename into place + fsync of its parent, the state ' +
