@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AgentConfigInput } from '../../../agent/config.ts';
@@ -5,6 +6,24 @@ import { WorkerPool } from '../../../agent/runtime/pool.ts';
 import type { Feeds } from '../../../shared/onnx/models.ts';
 import { BenchChild } from './child.ts';
 import type { BenchContext } from './scenario.ts';
+
+const UNIT = readFileSync(new URL('../../../deploy/outpost-agent.service', import.meta.url), 'utf8');
+
+/**
+ * The Node flags the systemd unit starts the agent with (between the node binary and the
+ * script on its ExecStart line): the bench runs the agent the way the service does.
+ */
+export const SERVICE_NODE_FLAGS: string[] = (() => {
+  const exec = /^ExecStart=(.*)$/m.exec(UNIT)?.[1]?.split(/\s+/) ?? [];
+  const script = exec.findIndex((arg) => arg.endsWith('cli.js'));
+  if (script < 1) throw new Error('deploy/outpost-agent.service has no ExecStart running cli.js');
+  return exec.slice(1, script);
+})();
+
+/** The unit's Environment= settings (not its EnvironmentFile, which is the operator's). */
+export const SERVICE_ENV: Record<string, string> = Object.fromEntries(
+  [...UNIT.matchAll(/^Environment=([A-Z_][A-Z0-9_]*)=(.*)$/gm)].map((m) => [m[1] as string, m[2] as string]),
+);
 
 /** The agent's default worker count (runtime.workers = 0: one per core but one, at least one). */
 export const DEFAULT_WORKERS = WorkerPool.defaultSize(0);
@@ -47,18 +66,25 @@ export const agentReadyLine = (line: string): boolean => line.includes('"msg":"a
  */
 export async function startService(ctx: BenchContext, configPath: string): Promise<BenchChild> {
   const cli = join(ctx.buildDir, 'agent', 'cli.js');
-  const child = await BenchChild.start(cli, ['run', '--config', configPath], { ready: agentReadyLine });
+  const child = await BenchChild.start(cli, ['run', '--config', configPath], {
+    ready: agentReadyLine,
+    nodeArgs: SERVICE_NODE_FLAGS,
+    env: SERVICE_ENV,
+  });
   ctx.defer(() => child.stop());
   return child;
 }
 
-/** Starts the real agent (built JS) as a child process and stops it after the scenario. */
+/** Starts the real agent (built JS) as a child process, with the service's Node flags, and stops it after the scenario. */
 export async function startAgent(
   ctx: BenchContext,
   configPath: string,
   nodeArgs: string[] = [],
 ): Promise<BenchChild> {
-  const child = await BenchChild.start(fixture(ctx, 'agent-runner'), [configPath], { nodeArgs });
+  const child = await BenchChild.start(fixture(ctx, 'agent-runner'), [configPath], {
+    nodeArgs: [...SERVICE_NODE_FLAGS, ...nodeArgs],
+    env: SERVICE_ENV,
+  });
   ctx.defer(() => child.stop());
   return child;
 }
