@@ -76,18 +76,32 @@ function lowerPriority(nice: number): Extract<FromWorker, { op: 'started' }> {
 }
 
 /**
- * Runs in arrival order, one at a time. onnxruntime-node's `run` defers the inference to a
- * setImmediate, so several runs started in one turn would execute back to back, and each one's
- * timer would count the runs ahead of it: the compute-time metric and the batcher's depth
- * estimate would grow with the queue. Started here one after another, each is timed alone,
- * and the next request is still waiting in this thread when the current one finishes.
+ * onnxruntime-node's `run` defers the inference to a setImmediate, so the runs started in one
+ * turn execute back to back in the next, and a timer started at the call would count the runs
+ * ahead of it: the compute-time metric and the batcher's depth estimate would grow with the
+ * queue. A run's compute starts when the run before it ended, if that was later than its call.
  */
-let runTail: Promise<unknown> = Promise.resolve();
+let lastRunEnd = 0;
 
-function inTurn<T>(fn: () => Promise<T>): Promise<T> {
-  const result = runTail.then(fn);
-  runTail = result.catch(() => undefined);
-  return result;
+/** Runs started and not finished, per session key: an unload waits for them. */
+const running = new Map<string, { count: number; idle: Array<() => void> }>();
+
+function runStarted(key: string): void {
+  const r = running.get(key);
+  if (r === undefined) running.set(key, { count: 1, idle: [] });
+  else r.count++;
+}
+
+function runEnded(key: string): void {
+  const r = running.get(key);
+  if (r === undefined || --r.count > 0) return;
+  running.delete(key);
+  for (const resolve of r.idle) resolve();
+}
+
+function runsIdle(key: string): Promise<void> {
+  const r = running.get(key);
+  return r === undefined ? Promise.resolve() : new Promise((resolve) => r.idle.push(resolve));
 }
 
 /** Messages being handled, and a `close` waiting for the others to finish. */
@@ -117,15 +131,14 @@ async function handle(msg: ToWorker): Promise<void> {
         return;
       }
       case 'unload': {
-        // In turn, so runs that arrived before it finish on the session first.
-        await inTurn(async () => {
-          const session = sessions.get(msg.key);
-          sessions.delete(msg.key);
-          if (session !== undefined) {
-            await session.release();
-            counts.released++;
-          }
-        });
+        // No run starts on it from now on; the ones already started finish first.
+        const session = sessions.get(msg.key);
+        sessions.delete(msg.key);
+        await runsIdle(msg.key);
+        if (session !== undefined) {
+          await session.release();
+          counts.released++;
+        }
         reply({ op: 'unloaded', id: msg.id });
         return;
       }
@@ -154,7 +167,6 @@ async function handle(msg: ToWorker): Promise<void> {
             message: `model ${msg.key} is not loaded`,
             code: 'MODEL_NOT_READY',
           });
-        if (!sessions.has(msg.key)) return notLoaded();
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, t] of Object.entries(msg.feeds)) {
           feeds[name] = new ort.Tensor(
@@ -163,19 +175,23 @@ async function handle(msg: ToWorker): Promise<void> {
             t.shape,
           );
         }
-        const ran = await inTurn(async () => {
-          // Looked up again in turn: an unload that came first has released the session.
-          const session = sessions.get(msg.key);
-          if (session === undefined) return undefined;
-          const started = performance.now();
-          const result =
+        const session = sessions.get(msg.key);
+        if (session === undefined) return notLoaded();
+        runStarted(msg.key);
+        let result: ort.InferenceSession.ReturnType;
+        let computeUs: number;
+        try {
+          const called = performance.now();
+          result =
             msg.outputs === undefined || msg.outputs.length === 0
               ? await session.run(feeds)
               : await session.run(feeds, msg.outputs);
-          return { result, computeUs: Math.round((performance.now() - started) * 1000) };
-        });
-        if (ran === undefined) return notLoaded();
-        const { result, computeUs } = ran;
+          const ended = performance.now();
+          computeUs = Math.round((ended - Math.max(called, lastRunEnd)) * 1000);
+          lastRunEnd = ended;
+        } finally {
+          runEnded(msg.key);
+        }
         const outputs: Record<string, WireTensor> = {};
         const transfer: ArrayBuffer[] = [];
         for (const name in result) outputs[name] = toWire(result[name] as ort.Tensor, transfer);
