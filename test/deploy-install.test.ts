@@ -232,7 +232,10 @@ describe('install.sh and uninstall.sh into a throwaway root', () => {
     const unit = readFileSync(join(root, 'etc/systemd/system/outpost-agent.service'), 'utf8');
     assert.match(
       unit,
-      new RegExp(`^ExecStart=${process.execPath} --max-semi-space-size=2 /opt/outpost/current/dist/agent/cli.js run`, 'm'),
+      new RegExp(
+        `^ExecStart=${process.execPath} --max-semi-space-size=2 /opt/outpost/current/dist/agent/cli.js run`,
+        'm',
+      ),
     );
     assert.match(
       readFileSync(join(root, 'useradd.log'), 'utf8'),
