@@ -83,36 +83,37 @@ function lowerPriority(nice: number): Extract<FromWorker, { op: 'started' }> {
  */
 let lastRunEnd = 0;
 
+/** A count of work in progress, and whoever waits for it to reach zero. */
+class InProgress {
+  private count = 0;
+  private waiters: Array<() => void> = [];
+
+  start(): void {
+    this.count++;
+  }
+
+  end(): void {
+    if (--this.count === 0 && this.waiters.length > 0)
+      for (const resolve of this.waiters.splice(0)) resolve();
+  }
+
+  idle(): Promise<void> {
+    return this.count === 0 ? Promise.resolve() : new Promise((resolve) => this.waiters.push(resolve));
+  }
+}
+
+/** Messages being handled other than `close`, which waits for them. */
+const messages = new InProgress();
 /** Runs started and not finished, per session key: an unload waits for them. */
-const running = new Map<string, { count: number; idle: Array<() => void> }>();
-
-function runStarted(key: string): void {
-  const r = running.get(key);
-  if (r === undefined) running.set(key, { count: 1, idle: [] });
-  else r.count++;
-}
-
-function runEnded(key: string): void {
-  const r = running.get(key);
-  if (r === undefined || --r.count > 0) return;
-  running.delete(key);
-  for (const resolve of r.idle) resolve();
-}
-
-function runsIdle(key: string): Promise<void> {
-  const r = running.get(key);
-  return r === undefined ? Promise.resolve() : new Promise((resolve) => r.idle.push(resolve));
-}
-
-/** Messages being handled, and a `close` waiting for the others to finish. */
-let busy = 0;
-const idleWaiters: Array<() => void> = [];
+const runs = new Map<string, InProgress>();
 
 async function handle(msg: ToWorker): Promise<void> {
   const port = parentPort;
   if (port === null) return;
   const reply = (m: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
-  busy++;
+  // A close waits for every other message; it does not count itself.
+  const counted = msg.op !== 'close';
+  if (counted) messages.start();
   try {
     switch (msg.op) {
       case 'load': {
@@ -134,7 +135,8 @@ async function handle(msg: ToWorker): Promise<void> {
         // No run starts on it from now on; the ones already started finish first.
         const session = sessions.get(msg.key);
         sessions.delete(msg.key);
-        await runsIdle(msg.key);
+        await runs.get(msg.key)?.idle();
+        runs.delete(msg.key);
         if (session !== undefined) {
           await session.release();
           counts.released++;
@@ -150,7 +152,7 @@ async function handle(msg: ToWorker): Promise<void> {
         // Sessions released here, not by finalizers while the thread is torn down: onnxruntime's
         // binding can throw from those, and an exception there aborts the whole process. Runs
         // still in progress finish first.
-        if (busy > 1) await new Promise<void>((resolve) => idleWaiters.push(resolve));
+        await messages.idle();
         for (const [key, session] of sessions) {
           sessions.delete(key);
           await session.release();
@@ -177,7 +179,12 @@ async function handle(msg: ToWorker): Promise<void> {
         }
         const session = sessions.get(msg.key);
         if (session === undefined) return notLoaded();
-        runStarted(msg.key);
+        let inProgress = runs.get(msg.key);
+        if (inProgress === undefined) {
+          inProgress = new InProgress();
+          runs.set(msg.key, inProgress);
+        }
+        inProgress.start();
         let result: ort.InferenceSession.ReturnType;
         let computeUs: number;
         try {
@@ -190,7 +197,7 @@ async function handle(msg: ToWorker): Promise<void> {
           computeUs = Math.round((ended - Math.max(called, lastRunEnd)) * 1000);
           lastRunEnd = ended;
         } finally {
-          runEnded(msg.key);
+          inProgress.end();
         }
         const outputs: Record<string, WireTensor> = {};
         const transfer: ArrayBuffer[] = [];
@@ -203,9 +210,7 @@ async function handle(msg: ToWorker): Promise<void> {
   } catch (err) {
     reply({ op: 'error', id: msg.id, message: err instanceof Error ? err.message : String(err) });
   } finally {
-    busy--;
-    // Only the waiting close is left.
-    if (busy === 1) for (const resolve of idleWaiters.splice(0)) resolve();
+    if (counted) messages.end();
   }
 }
 
