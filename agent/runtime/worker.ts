@@ -215,8 +215,6 @@ async function handle(msg: ToWorker): Promise<void> {
 }
 
 parentPort?.postMessage(lowerPriority((workerData as WorkerStart | undefined)?.nice ?? 0));
-// The pool sends the messages of one event-loop turn together, as an array.
-parentPort?.on('message', (msg: ToWorker | ToWorker[]) => {
-  if (Array.isArray(msg)) for (const m of msg) void handle(m);
-  else void handle(msg);
+parentPort?.on('message', (msg: ToWorker) => {
+  void handle(msg);
 });
