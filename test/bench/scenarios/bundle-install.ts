@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { copyFile, open, readFile, rm } from 'node:fs/promises';
+import { copyFile, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeBundle } from '../../../deploy/examples/example-bundles.ts';
@@ -8,9 +8,14 @@ import { UpdateFixture } from '../../helpers/update-fixture.ts';
 import { BenchChild } from '../lib/child.ts';
 import type { Scenario } from '../lib/scenario.ts';
 import { interleaved, median } from '../lib/stable.ts';
-import { DEFAULT_WORKERS } from '../lib/subjects.ts';
+import { DEFAULT_WORKERS, startAgent } from '../lib/subjects.ts';
 
 const NAME = 'padded-mlp';
+
+function readyVersions(reply: Record<string, unknown>): number {
+  const status = reply.status as { models?: Array<{ state: string }> } | undefined;
+  return (status?.models ?? []).filter((m) => m.state === 'READY').length;
+}
 
 /** The floor an install is judged against: hash the file and make a durable copy of it. */
 async function hashAndCopy(src: string, dst: string): Promise<number> {
@@ -29,7 +34,8 @@ async function hashAndCopy(src: string, dst: string): Promise<number> {
 export const bundleInstall: Scenario = {
   name: 'bundle-install',
   description:
-    'Verify + install + activate of a 50 MB bundle through the updater as a device runs it: TUF refresh, ' +
+    'Verify + install + activate of a 50 MB bundle through the updater as a device runs it (the agent in its ' +
+    "own process with the service unit's Node flags and environment): TUF refresh, " +
     'download over loopback HTTP from a mirror in its own process (a device fetches from another machine; a ' +
     "server on the agent's own event loop would take turns with it) that sends files through two reused 1 MiB buffers as a CDN " +
     'does, length and sha256 check, then side by side: the bundle directory made durable (fsync of the ' +
@@ -70,25 +76,26 @@ export const bundleInstall: Scenario = {
     // the loop would retry every few ms (the fixture's test backoff) and commit an update-failed
     // event each time, all through the measured installs.
     await fixture.direct([[NAME, await publishNext()]], { expiresDays: 30 });
-    const agent = fixture.agent({
+    // The agent runs as the service does (its own process, the unit's Node flags and environment).
+    const configPath = join(ctx.tmpDir, 'agent.json');
+    const config = fixture.agentConfig({
+      log: { level: 'warn' },
       runtime: { workers: 0 },
       updates: { repositoryUrl: mirrorUrl, directorUrl: `${mirrorUrl}/director/{deviceId}.json` },
     });
-    await agent.start();
-    const first = await agent.updater?.checkNow();
-    if (first === undefined || first.failed.length > 0 || first.installed.length !== 1)
-      throw new Error(`the first install through the director failed: ${JSON.stringify(first?.failed)}`);
+    await writeFile(configPath, JSON.stringify(config));
+    const agent = await startAgent(ctx, configPath);
+    const first = await agent.command('check', {}, 120_000);
+    const installed = first.installed as unknown[] | undefined;
+    const failed = first.failed as unknown[] | undefined;
+    if (failed === undefined || failed.length > 0 || installed?.length !== 1)
+      throw new Error(`the first install through the director failed: ${JSON.stringify(failed)}`);
     const install = async () => {
       const version = await publishNext();
-      const t0 = performance.now();
-      await agent.updater?.installFromTuf(NAME, version);
-      const ms = performance.now() - t0;
-      if (agent.registry.current(NAME)?.version !== version)
-        throw new Error(`${NAME}@${version} did not become current`);
-      // What the install left running after its switch must not run into the baseline's window.
-      await agent.updater?.installer.settled();
-      await agent.outbox.durable();
-      return ms;
+      // Timed in the agent, from the call to the switch; the reply waits for what runs after it.
+      const reply = await agent.command('install', { name: NAME, version }, 120_000);
+      if (reply.current !== version) throw new Error(`${NAME}@${version} did not become current`);
+      return Number(reply.ms);
     };
     const result = await interleaved(
       [
@@ -114,7 +121,7 @@ export const bundleInstall: Scenario = {
       unit: 'ms',
       baseline,
       target: { on: 'ratio', op: '<=', limit: 2 },
-      note: `${agent.status().models.filter((m) => m.state === 'READY').length} model version(s) loaded after the last switch (older ones unloaded); workers: ${agent.config.runtime.workers || `${DEFAULT_WORKERS} (default)`}`,
+      note: `${readyVersions(await agent.command('status'))} model version(s) loaded after the last switch (older ones unloaded); workers: ${DEFAULT_WORKERS} (default)`,
       stable: result.stable,
     });
   },
