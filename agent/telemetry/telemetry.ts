@@ -1,7 +1,7 @@
-import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from '../log.ts';
 import type { Publisher } from '../publisher.ts';
 import type { InferenceStats } from './inference-stats.ts';
+import { type Schedule, schedule } from './schedule.ts';
 import { SystemSampler } from './system-sampler.ts';
 
 export type TelemetryKind = 'system' | 'runtime' | 'outbox';
@@ -27,7 +27,7 @@ export interface TelemetryOptions {
  * are the first thing evicted when space runs out.
  */
 export class Telemetry {
-  private tasks: ScheduledTask[] = [];
+  private tasks: Schedule[] = [];
   readonly counters = { sent: 0, failed: 0 };
   private readonly system: SystemSampler;
 
@@ -41,15 +41,12 @@ export class Telemetry {
       byExpression.set(expression, [...(byExpression.get(expression) ?? []), kind]);
     }
     for (const [expression, kinds] of byExpression) {
-      const task = cron.createTask(expression, () => this.report(kinds), {
+      // A slow sample (systeminformation spawns df) does not pile up behind itself: schedule()
+      // skips a run while the one before is still going.
+      const task = schedule(expression, () => this.report(kinds), {
         name: `telemetry:${kinds.join('+')}`,
-        // A slow sample (systeminformation spawns df) must not pile up behind itself.
-        noOverlap: true,
+        onError: (err) => this.o.log.warn({ err, kinds }, 'telemetry sample failed'),
       });
-      task.on('execution:failed', (ctx) => {
-        this.o.log.warn({ err: ctx.execution?.error, kinds }, 'telemetry sample failed');
-      });
-      void task.start();
       this.tasks.push(task);
     }
     this.o.log.info({ schedules: Object.fromEntries(byExpression) }, 'telemetry scheduled');
@@ -83,9 +80,8 @@ export class Telemetry {
   }
 
   async stop(): Promise<void> {
-    const tasks = this.tasks;
+    for (const t of this.tasks) t.stop();
     this.tasks = [];
-    await Promise.all(tasks.map((t) => t.destroy()));
     await this.system.stop();
   }
 }
