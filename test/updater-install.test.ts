@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Agent } from '../agent/main.ts';
+import { partFileName } from '../agent/updater/installer.ts';
 import { events, inferOk, MODEL, UpdateFixture } from './helpers/update-fixture.ts';
 
 describe('updater: install, switch, revert on a failed sample', () => {
@@ -98,5 +99,26 @@ describe('updater: install, switch, revert on a failed sample', () => {
     await agent.updater!.installFromTuf(MODEL, '2.1.0');
     assert.equal(await inferOk(agent), '2.1.0');
     assert.equal(agent.status().updates!.models[MODEL]?.previous?.version, '2.0.0');
+  });
+
+  test('a check removes partial downloads that no wanted target resumes from', async () => {
+    await fx.direct([[MODEL, '2.1.0']]);
+    const staging = agent.updater!.installer.stagingDir();
+    const stale = partFileName(MODEL, '0.9.0', 'ab'.repeat(32));
+    const wanted = { name: MODEL, version: '4.0.0', sha256: 'cd'.repeat(32) };
+    for (const f of [stale, `${stale}.json`, partFileName('other', '1.0.0', 'ef'.repeat(32))])
+      await writeFile(join(staging, f), 'partial');
+    // A target the director names and is not installed yet keeps its partial file.
+    await writeFile(join(staging, partFileName(wanted.name, wanted.version, wanted.sha256)), 'partial');
+    assert.deepEqual(
+      await agent.updater!.installer.pruneStaging([wanted]),
+      [`${stale}`, `${stale}.json`, partFileName('other', '1.0.0', 'ef'.repeat(32))].sort(),
+    );
+    assert.deepEqual(await readdir(staging), [partFileName(wanted.name, wanted.version, wanted.sha256)]);
+    // The director names 2.1.0, which is installed: nothing is left to resume.
+    const outcome = await agent.updater!.checkNow();
+    assert.equal(outcome.upToDate, true);
+    assert.deepEqual(await readdir(staging), []);
+    assert.equal(await inferOk(agent), '2.1.0');
   });
 });

@@ -50,6 +50,11 @@ export interface InstallerOptions {
   onStep?: (step: InstallStep, detail: Record<string, unknown>) => void;
 }
 
+/** The partial download of a model, kept across attempts and restarts so that it resumes. */
+export function partFileName(name: string, version: string, sha256: string): string {
+  return `${name}-${version}-${sha256.slice(0, 16)}.part`;
+}
+
 /** Space kept free on top of what an install writes, so the outbox and logs still have room. */
 const SPACE_MARGIN = 16 * 1024 * 1024;
 
@@ -65,6 +70,8 @@ const SPACE_MARGIN = 16 * 1024 * 1024;
 export class Installer {
   /** Release of the superseded session and removal of superseded bundle directories, run after the switch; the next install waits for it. */
   private pruning: Promise<void> = Promise.resolve();
+  /** Installs running now: staging is not pruned under one. */
+  private active = 0;
 
   constructor(private readonly o: InstallerOptions) {}
 
@@ -82,11 +89,44 @@ export class Installer {
     return join(this.o.dataDir, 'bundles');
   }
 
+  stagingDir(): string {
+    return join(this.o.dataDir, 'updates', 'staging');
+  }
+
   async install(req: InstallRequest, state: UpdateState): Promise<InstalledModel> {
+    this.active++;
+    try {
+      return await this.installNow(req, state);
+    } finally {
+      this.active--;
+    }
+  }
+
+  /**
+   * Removes partial downloads no wanted target resumes from: one left by an interrupted install
+   * of a version the director no longer names would otherwise hold its bytes, and its share of
+   * the storage budget, for good. `wanted` is what the director names and is not installed yet.
+   */
+  async pruneStaging(
+    wanted: ReadonlyArray<{ name: string; version: string; sha256: string }>,
+  ): Promise<string[]> {
+    if (this.active > 0) return [];
+    const keep = new Set(wanted.map((w) => partFileName(w.name, w.version, w.sha256)));
+    const removed: string[] = [];
+    for (const file of await readdir(this.stagingDir()).catch(() => [] as string[])) {
+      const part = file.endsWith('.part.json') ? file.slice(0, -'.json'.length) : file;
+      if (keep.has(part) || this.active > 0) continue;
+      await rm(join(this.stagingDir(), file), { recursive: true, force: true });
+      removed.push(file);
+    }
+    return removed;
+  }
+
+  private async installNow(req: InstallRequest, state: UpdateState): Promise<InstalledModel> {
     const { manifestTarget, modelTarget } = req;
     assertSafeTargetPath(manifestTarget.path);
     assertSafeTargetPath(modelTarget.path);
-    const staging = join(this.o.dataDir, 'updates', 'staging');
+    const staging = this.stagingDir();
     await mkdir(staging, { recursive: true });
     // A prune still running could take the directory this install is about to build.
     await this.pruning;
@@ -135,10 +175,7 @@ export class Installer {
       );
     await this.step('manifest', { name: manifest.name, version: manifest.version });
 
-    const part = join(
-      staging,
-      `${manifest.name}-${manifest.version}-${manifest.model.sha256.slice(0, 16)}.part`,
-    );
+    const part = join(staging, partFileName(manifest.name, manifest.version, manifest.model.sha256));
     const t0 = this.o.now();
     const dl = await downloadTarget(
       this.o.http,

@@ -214,6 +214,7 @@ export class Updater {
       );
       outcome.directorVersion = desired.version;
       const tuf = await this.trust.refresh();
+      const pending: Array<{ name: string; version: string; sha256: string }> = [];
       for (const bundle of groupBundles(desired)) {
         const key = `${bundle.name}@${bundle.version}`;
         try {
@@ -228,6 +229,7 @@ export class Updater {
             continue;
           }
           outcome.upToDate = false;
+          pending.push({ name: bundle.name, version: bundle.version, sha256: sha });
           await this.installOne(manifestTarget, modelTarget, state, key);
           outcome.installed.push(key);
         } catch (err) {
@@ -235,6 +237,11 @@ export class Updater {
         }
       }
       this.st.lastError = outcome.failed[0]?.error;
+      // What the director names and is not installed yet may resume from its partial file;
+      // any other partial file in staging is a leftover.
+      const stillWanted = pending.filter((p) => state.models[p.name]?.current.sha256 !== p.sha256);
+      const removed = await this.installer.pruneStaging(stillWanted);
+      if (removed.length > 0) this.o.log.info({ removed }, 'removed partial downloads no target needs');
     } catch (err) {
       this.st.lastError = errorMessage(err);
       outcome.failed.push({ target: '(check)', error: errorMessage(err) });
