@@ -124,12 +124,18 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
     { workerNice: config.runtime.workerNice },
   );
   // Read at scrape time only, after the registry below exists.
-  const metrics: AgentMetrics = new AgentMetrics({
-    versions: () =>
-      registry
-        .all()
-        .map((m) => ({ name: m.name, version: m.version, state: m.state, pending: registry.pending(m.key) })),
-  });
+  const metrics: AgentMetrics = new AgentMetrics(
+    {
+      versions: () =>
+        registry.all().map((m) => ({
+          name: m.name,
+          version: m.version,
+          state: m.state,
+          pending: registry.pending(m.key),
+        })),
+    },
+    { gcPauses: config.http.gcMetrics },
+  );
   // Every inference, from the HTTP API or a pipeline, feeds both the Prometheus metrics and the
   // per-model figures sent in telemetry.
   const inference = new InferenceStats();

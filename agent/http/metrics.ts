@@ -49,9 +49,9 @@ export class AgentMetrics implements InferenceObserver {
   private readonly perVersion = new Map<string, VersionSeries>();
   private readonly perRoute = new Map<string, HistogramChild>();
 
-  constructor(sources: MetricsSources) {
+  constructor(sources: MetricsSources, options: { gcPauses?: boolean } = {}) {
     const registers = [this.registry];
-    this.process = new ProcessMetrics(this.registry);
+    this.process = new ProcessMetrics(this.registry, { gcPauses: options.gcPauses === true });
     const mv = ['model', 'version'] as const;
     this.success = new Counter({
       name: 'nv_inference_request_success',
