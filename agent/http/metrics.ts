@@ -51,7 +51,7 @@ export class AgentMetrics implements InferenceObserver {
 
   constructor(sources: MetricsSources, options: { gcPauses?: boolean } = {}) {
     const registers = [this.registry];
-    this.process = new ProcessMetrics(this.registry, { gcPauses: options.gcPauses === true });
+    this.process = new ProcessMetrics(this.registry, options);
     const mv = ['model', 'version'] as const;
     this.success = new Counter({
       name: 'nv_inference_request_success',

@@ -162,13 +162,16 @@ async function handle(msg: ToWorker): Promise<void> {
         return;
       }
       case 'run': {
-        const notLoaded = () =>
+        const session = sessions.get(msg.key);
+        if (session === undefined) {
           reply({
             op: 'error',
             id: msg.id,
             message: `model ${msg.key} is not loaded`,
             code: 'MODEL_NOT_READY',
           });
+          return;
+        }
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, t] of Object.entries(msg.feeds)) {
           feeds[name] = new ort.Tensor(
@@ -177,8 +180,6 @@ async function handle(msg: ToWorker): Promise<void> {
             t.shape,
           );
         }
-        const session = sessions.get(msg.key);
-        if (session === undefined) return notLoaded();
         let inProgress = runs.get(msg.key);
         if (inProgress === undefined) {
           inProgress = new InProgress();
