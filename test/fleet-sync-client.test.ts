@@ -130,4 +130,68 @@ describe('sync client', () => {
     assert.equal(reports[0]?.outcomes.length, 1);
     assert.equal(reports[1]?.outcomes.length, 1, 'the refused report is sent again with its outcome');
   });
+  test('a sync requested while one is under way runs again after it and sees the newer desired state', async () => {
+    let version = 1;
+    let desiredGets = 0;
+    const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+      req.resume();
+      req.on('end', () => {
+        if (req.url === '/v1/enrol')
+          return res
+            .writeHead(201, { 'content-type': 'application/json' })
+            .end(JSON.stringify({ credential: 'odc_secret' }));
+        if (req.url?.endsWith('/desired')) {
+          desiredGets++;
+          const etag = `"v${version}"`;
+          if (req.headers['if-none-match'] === etag) return res.writeHead(304).end();
+          return res
+            .writeHead(200, { etag, 'content-type': 'application/json' })
+            .end(JSON.stringify({ signed: { version } }));
+        }
+        if (req.url?.endsWith('/report')) return res.writeHead(204).end();
+        res.writeHead(404).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const applied: unknown[] = [];
+    let release: () => void = () => {};
+    const c = client(url, {
+      apply: async (doc) => {
+        applied.push((doc as { signed: { version: number } }).signed.version);
+        if (applied.length === 1) await new Promise<void>((r) => (release = r));
+        return [];
+      },
+    });
+    try {
+      const first = c.syncNow();
+      await waitFor(() => applied.length === 1, 'the first sync applying version 1');
+      // The control plane changes the desired state and says so (cmd/sync) while the device is
+      // still applying the old one: twice, as a redelivered command would.
+      version = 2;
+      const second = c.syncNow();
+      const third = c.syncNow();
+      assert.equal(second, third, 'requests made during one sync share the one that follows it');
+      release();
+      assert.equal((await first).desiredVersion, 1);
+      const after = await second;
+      assert.equal(after.desiredVersion, 2);
+      assert.deepEqual(applied, [1, 2]);
+      assert.equal(desiredGets, 2);
+
+      // A request queued behind a sync when the client stops is not run.
+      version = 3;
+      const inFlight = c.syncNow();
+      const queued = c.syncNow();
+      await c.stop();
+      await inFlight;
+      await assert.rejects(queued, /stopped/);
+      assert.equal(desiredGets, 3);
+    } finally {
+      release();
+      await c.stop();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
 });

@@ -77,6 +77,8 @@ export class SyncClient extends EventEmitter<SyncEvents> {
   private lastReported = '';
   private pendingOutcomes: InstallOutcome[] = [];
   private inflight: Promise<SyncResult> | undefined;
+  private queued: Promise<SyncResult> | undefined;
+  private stopped = false;
   private loop: Promise<void> | undefined;
   lastError: string | undefined;
   lastSyncAt: number | undefined;
@@ -94,31 +96,48 @@ export class SyncClient extends EventEmitter<SyncEvents> {
   start(): void {
     if (this.running) return;
     this.running = true;
+    this.stopped = false;
     this.loop = this.run();
   }
 
   async stop(): Promise<void> {
     this.running = false;
+    this.stopped = true;
     this.timer.cancel();
     await this.loop;
+    await this.queued?.catch(() => undefined);
     await this.inflight?.catch(() => undefined);
   }
 
-  /** One sync now (the `sync` command); joins a sync already under way. */
+  /**
+   * A sync that starts now (the `sync` command). While one is under way, a request is not
+   * joined to it: that sync may have read the desired state before the change this request
+   * announces. One more sync is queued to start when it ends; further requests meanwhile
+   * share the queued one.
+   */
   syncNow(): Promise<SyncResult> {
     if (this.inflight === undefined) {
       this.inflight = this.syncOnce().finally(() => {
         this.inflight = undefined;
       });
+      return this.inflight;
     }
-    return this.inflight;
+    this.queued ??= this.inflight
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = undefined;
+        if (this.stopped) throw new OutpostError('SHUTTING_DOWN', 'the sync client stopped');
+        return this.syncNow();
+      });
+    return this.queued;
   }
 
   private async run(): Promise<void> {
     while (this.running) {
       let wait: number;
       try {
-        await this.syncNow();
+        // The poll joins a sync already under way (one the `sync` command started).
+        await (this.queued ?? this.inflight ?? this.syncNow());
         this.backoff.reset();
         // ±10 % so a fleet started together does not poll in step.
         const r = this.o.random ?? Math.random;
