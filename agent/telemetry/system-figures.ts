@@ -1,4 +1,5 @@
 import { cpus } from 'node:os';
+import { resolve, sep } from 'node:path';
 
 /**
  * The figures of a system sample and the arithmetic that turns consecutive samples into loads
@@ -81,4 +82,37 @@ export function withRates(
     n.txPerSec = rate(n.txBytes, then?.tx);
   }
   return counters;
+}
+
+/** The mount that holds `path`: the longest mount point that is a prefix of it. */
+export function mountOf<T extends { mount: string }>(mounts: T[], path: string): T | undefined {
+  const abs = resolve(path);
+  let best: T | undefined;
+  for (const m of mounts) {
+    const prefix = m.mount.endsWith(sep) ? m.mount : `${m.mount}${sep}`;
+    if (abs !== m.mount && !abs.startsWith(prefix)) continue;
+    if (best === undefined || m.mount.length > best.mount.length) best = m;
+  }
+  return best;
+}
+
+/**
+ * The figures of the filesystem holding `path` from statfs: free is what an unprivileged
+ * writer may still use, and the used share is df's (used / (used + available)), so the blocks
+ * kept for root count neither as used nor as free.
+ */
+export function diskFromStatfs(
+  path: string,
+  mount: string | null,
+  s: { blocks: number; bfree: number; bavail: number; bsize: number },
+): SystemFigures['disk'] {
+  const used = (s.blocks - s.bfree) * s.bsize;
+  const free = s.bavail * s.bsize;
+  return {
+    path,
+    mount,
+    totalBytes: s.blocks * s.bsize,
+    freeBytes: free,
+    usedPercent: used + free > 0 ? round((used / (used + free)) * 100) : 0,
+  };
 }

@@ -1,19 +1,6 @@
 import { statfs } from 'node:fs/promises';
-import { resolve, sep } from 'node:path';
 import si from 'systeminformation';
-import { round, type SystemFigures } from './system-figures.ts';
-
-/** The mount that holds `path`: the longest mount point that is a prefix of it. */
-function mountOf<T extends { mount: string }>(mounts: T[], path: string): T | undefined {
-  const abs = resolve(path);
-  let best: T | undefined;
-  for (const m of mounts) {
-    const prefix = m.mount.endsWith(sep) ? m.mount : `${m.mount}${sep}`;
-    if (abs !== m.mount && !abs.startsWith(prefix)) continue;
-    if (best === undefined || m.mount.length > best.mount.length) best = m;
-  }
-  return best;
-}
+import { diskFromStatfs, mountOf, round, type SystemFigures } from './system-figures.ts';
 
 /**
  * One sample of the box's health through systeminformation. Each part is read on its own so a
@@ -72,16 +59,7 @@ export async function sampleSystem(dataDir: string, measureLoad: boolean): Promi
     };
   } else if (fsStat.status === 'fulfilled') {
     // No `df` on the box (or an unusual mount table): the kernel's own figures for the directory.
-    const s = fsStat.value;
-    const total = s.blocks * s.bsize;
-    const free = s.bavail * s.bsize;
-    figures.disk = {
-      path: dataDir,
-      mount: null,
-      totalBytes: total,
-      freeBytes: free,
-      usedPercent: total > 0 ? round(((total - free) / total) * 100) : 0,
-    };
+    figures.disk = diskFromStatfs(dataDir, null, fsStat.value);
   }
   if (net.status === 'fulfilled') {
     figures.network = net.value.map((n) => ({

@@ -41,7 +41,7 @@ export class Telemetry {
       byExpression.set(expression, [...(byExpression.get(expression) ?? []), kind]);
     }
     for (const [expression, kinds] of byExpression) {
-      // A slow sample (systeminformation spawns df) does not pile up behind itself: schedule()
+      // A slow sample (a hung filesystem, a busy box) does not pile up behind itself: schedule()
       // skips a run while the one before is still going.
       const task = schedule(expression, () => this.report(kinds), {
         name: `telemetry:${kinds.join('+')}`,
