@@ -1,7 +1,7 @@
 import { readdir, readFile, realpath, statfs } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { diskFromStatfs, mountOf, round, type SystemFigures } from './system-figures.ts';
+import { diskFromStatfs, emptyFigures, mountOf, round, type SystemFigures } from './system-figures.ts';
 
 /** Sensors named like these hold the CPU's own temperature (x86, Raspberry Pi, most ARM SoCs). */
 const CPU_SENSOR = /cpu|x86_pkg_temp|coretemp|k10temp|package|soc/i;
@@ -81,13 +81,7 @@ export async function sampleLinux(
   dataDir: string,
   { root = '/', interfaces }: { root?: string; interfaces?: readonly string[] } = {},
 ): Promise<SystemFigures> {
-  const figures: SystemFigures = {
-    cpu: { loadPercent: 0, cores: [] },
-    memory: { totalBytes: 0, availableBytes: 0, usedPercent: 0 },
-    temperature: { mainC: null, maxC: null },
-    disk: { path: dataDir, mount: null, totalBytes: 0, freeBytes: 0, usedPercent: 0 },
-    network: [],
-  };
+  const figures = emptyFigures(dataDir);
   const [mem, temps, disk, network] = await Promise.all([
     text(join(root, 'proc/meminfo')),
     temperatures(root),

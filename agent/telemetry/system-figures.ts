@@ -26,6 +26,17 @@ export interface SystemFigures {
   }>;
 }
 
+/** A sample with nothing read yet: what a part that cannot be read leaves in place. */
+export function emptyFigures(dataDir: string): SystemFigures {
+  return {
+    cpu: { loadPercent: 0, cores: [] },
+    memory: { totalBytes: 0, availableBytes: 0, usedPercent: 0 },
+    temperature: { mainC: null, maxC: null },
+    disk: { path: dataDir, mount: null, totalBytes: 0, freeBytes: 0, usedPercent: 0 },
+    network: [],
+  };
+}
+
 /** Cumulative counters behind a sample's loads and rates, kept for the next sample. */
 export interface SystemCounters {
   atMs: number;

@@ -1,6 +1,6 @@
 import { statfs } from 'node:fs/promises';
 import si from 'systeminformation';
-import { diskFromStatfs, mountOf, round, type SystemFigures } from './system-figures.ts';
+import { diskFromStatfs, emptyFigures, mountOf, round, type SystemFigures } from './system-figures.ts';
 
 /**
  * One sample of the box's health through systeminformation. Each part is read on its own so a
@@ -20,13 +20,7 @@ export async function sampleSystem(dataDir: string, measureLoad: boolean): Promi
     si.networkStats('*'),
     statfs(dataDir),
   ]);
-  const figures: SystemFigures = {
-    cpu: { loadPercent: 0, cores: [] },
-    memory: { totalBytes: 0, availableBytes: 0, usedPercent: 0 },
-    temperature: { mainC: null, maxC: null },
-    disk: { path: dataDir, mount: null, totalBytes: 0, freeBytes: 0, usedPercent: 0 },
-    network: [],
-  };
+  const figures = emptyFigures(dataDir);
   if (load.status === 'fulfilled') {
     figures.cpu = {
       loadPercent: round(load.value.currentLoad),
