@@ -53,6 +53,16 @@ test('stable windows stop when the last three agree and interleave the sides', a
   });
   assert.equal(noisy.windows, 4);
   assert.equal(noisy.stable, false);
+  // Pooling six: at least six windows run and six come back, though the first three agreed.
+  const pooled = await interleaved([side('p', [5, 5, 5, 5.2, 5, 5, 5])], {
+    metric: (v) => v,
+    minWindows: 3,
+    maxWindows: 10,
+    pool: 6,
+  });
+  assert.equal(pooled.windows, 6);
+  assert.deepEqual(pooled.last[0], [5, 5, 5, 5.2, 5, 5]);
+  assert.equal(pooled.stable, true, 'stability is still judged on the last three');
   assert.ok(spreadOf([100, 120, 100]) > 0.1);
 });
 

@@ -18,10 +18,17 @@ export interface StableOptions<T> {
   tolerance?: number;
   /** Runs once per side before any window counts. */
   warmup?: (side: string) => Promise<void>;
+  /**
+   * How many of each side's last windows are returned to be read together (default 3, the
+   * judged ones); at least this many are run. A tail percentile wants more than three: on a
+   * 2-core machine one window in which the host or a collector stalls the process moves a
+   * p99 pooled from three windows by a third.
+   */
+  pool?: number;
 }
 
 export interface StableResult<T> {
-  /** Per side (same order as given), the last three windows: the ones that were judged. */
+  /** Per side (same order as given), the last `pool` windows (the last three were judged). */
   last: T[][];
   windows: number;
   stable: boolean;
@@ -41,7 +48,8 @@ export async function interleaved<T>(
   options: StableOptions<T>,
 ): Promise<StableResult<T>> {
   const tolerance = options.tolerance ?? 0.1;
-  const minWindows = Math.max(3, options.minWindows);
+  const pool = Math.max(3, options.pool ?? 3);
+  const minWindows = Math.max(pool, options.minWindows);
   const maxWindows = Math.max(minWindows, options.maxWindows);
   if (options.warmup !== undefined) for (const side of sides) await options.warmup(side.name);
   const history: T[][] = sides.map(() => []);
@@ -58,7 +66,7 @@ export async function interleaved<T>(
     if (spread.every((s) => s <= tolerance)) break;
   }
   return {
-    last: history.map((h) => h.slice(-3)),
+    last: history.map((h) => h.slice(-pool)),
     windows,
     stable: spread.every((s) => s <= tolerance),
     spread,

@@ -15,7 +15,9 @@ export const v2Infer: Scenario = {
     'would block every other request and use one core, a design the agent must not be flattered by). ' +
     'Closed-loop clients at concurrency 1, 8 and 32 over keep-alive connections, for the MLP (batching off ' +
     'in its manifest, so both sides do one run per request) and the vibration anomaly model; windows ' +
-    'alternate agent, baseline until three agree within 10% on throughput.',
+    'alternate agent, baseline until three agree within 10% on throughput; at least six of each run, and ' +
+    'throughput and percentiles are read from the last six of each side together (a p99 from three ' +
+    '2-second windows moved by a third when the host stalled one of them).',
   async run(ctx) {
     const mlp = await mlpBundle(ctx, undefined, 'plain');
     const vibration = await exampleBundles.vibration(`${ctx.tmpDir}/bundles-vibration`);
@@ -40,6 +42,7 @@ export const v2Infer: Scenario = {
             metric: (r) => r.throughput,
             minWindows: ctx.minWindows,
             maxWindows: ctx.maxWindows,
+            pool: ctx.quick ? 3 : 6,
             warmup: async (side) => {
               const port = side === 'agent' ? portOf(agent) : portOf(bare);
               await closedLoop(target(port), concurrency, Math.min(1_000, ctx.windowMs));
