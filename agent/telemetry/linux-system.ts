@@ -23,8 +23,8 @@ async function integer(path: string): Promise<number | undefined> {
 function meminfo(body: string): Map<string, number> {
   const fields = new Map<string, number>();
   for (const line of body.split('\n')) {
-    const m = /^(\w+):\s+(\d+)(?:\s+kB)?$/.exec(line.trim());
-    if (m !== null) fields.set(m[1] as string, Number(m[2]) * (line.includes('kB') ? 1024 : 1));
+    const m = /^(\w+):\s+(\d+)(\s+kB)?$/.exec(line.trim());
+    if (m !== null) fields.set(m[1] as string, Number(m[2]) * (m[3] === undefined ? 1 : 1024));
   }
   return fields;
 }

@@ -115,7 +115,9 @@ export class Installer {
     const removed: string[] = [];
     for (const file of await readdir(this.stagingDir()).catch(() => [] as string[])) {
       const part = file.endsWith('.part.json') ? file.slice(0, -'.json'.length) : file;
-      if (keep.has(part) || this.active > 0) continue;
+      // An install that started meanwhile may be resuming one of these: leave the rest.
+      if (this.active > 0) break;
+      if (keep.has(part)) continue;
       await rm(join(this.stagingDir(), file), { recursive: true, force: true });
       removed.push(file);
     }
