@@ -259,7 +259,8 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
         onEnrolled: async (cred) => {
           if (updater !== undefined || !config.updates.enabled) return;
           const late = await makeUpdater(cred.credential);
-          for (const dir of await late.prepareBoot()) await registry.load(await readBundle(dir));
+          for (const dir of await late.prepareBoot())
+            await registry.load(await readBundle(dir), { mapWeights: true });
           late.start();
           updater = late;
         },
@@ -421,9 +422,15 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       pool.start();
       if (updaterAtStart) updater = await makeUpdater(credential);
       const installed = (await updater?.prepareBoot()) ?? [];
-      for (const dir of [...config.models.bundles, ...installed]) {
+      // Installed bundles are the agent's own files, replaced only by rename: their weights are
+      // mapped. Configured bundle directories are the operator's, who may rewrite them in place.
+      const boot = [
+        ...config.models.bundles.map((dir) => ({ dir, mapWeights: false })),
+        ...installed.map((dir) => ({ dir, mapWeights: true })),
+      ];
+      for (const { dir, mapWeights } of boot) {
         try {
-          await registry.load(await readBundle(dir));
+          await registry.load(await readBundle(dir), { mapWeights });
         } catch (err) {
           log.error({ err, bundle: dir }, 'bundle failed to load');
         }

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { mlpClassifier } from '../shared/onnx/models.ts';
+import { mlpClassifier, paddedModel } from '../shared/onnx/models.ts';
+import { alignWeights, weightlessModel } from '../shared/onnx/weights-layout.ts';
 import { parseTargets } from '../shared/tuf/index.ts';
 import { outpost } from './helpers/cli.ts';
 import { tempDir } from './helpers/tmp.ts';
@@ -44,6 +45,38 @@ describe('outpost bundle', () => {
     assert.equal(inspect.code, 0, inspect.stderr);
     assert.match(inspect.stdout, /mlp-classifier@1\.2\.0\s+release 4/);
     assert.match(inspect.stdout, /input\s+features\s+FP32 \[-1, 8\]/);
+  });
+
+  test('build lays large weights out for mapping; --no-align keeps the model byte for byte', async () => {
+    // Two weight matrices of at least 64 KiB; the bias is smaller and stays as it is.
+    const padded = paddedModel(512 * 1024).bytes;
+    await writeFile(join(dir, 'padded.onnx'), padded);
+    await writeFile(join(dir, 'draft.json'), JSON.stringify(draft));
+    const build = (out: string, ...extra: string[]) =>
+      outpost(
+        'bundle',
+        'build',
+        '--model',
+        join(dir, 'padded.onnx'),
+        '--manifest',
+        join(dir, 'draft.json'),
+        '--out',
+        join(dir, out),
+        ...extra,
+      );
+    const laid = build('laid');
+    assert.equal(laid.code, 0, laid.stderr);
+    assert.match(laid.stdout, /2 large weight tensor\(s\) aligned/);
+    const bytes = await readFile(join(dir, 'laid', 'model.onnx'));
+    assert.deepEqual(bytes, Buffer.from(alignWeights(padded).bytes));
+    const m = JSON.parse(await readFile(join(dir, 'laid', 'outpost.bundle.json'), 'utf8'));
+    assert.equal(m.model.size, bytes.length, 'the manifest describes the file the bundle holds');
+    assert.equal(weightlessModel(join(dir, 'laid', 'model.onnx'))?.tensors, 2);
+    const verbatim = build('verbatim', '--no-align');
+    assert.equal(verbatim.code, 0, verbatim.stderr);
+    assert.doesNotMatch(verbatim.stdout, /aligned/);
+    assert.deepEqual(await readFile(join(dir, 'verbatim', 'model.onnx')), Buffer.from(padded));
+    assert.equal(outpost('bundle', 'inspect', join(dir, 'laid')).code, 0);
   });
 
   test('build refuses a draft whose expected sample outputs do not match', async () => {

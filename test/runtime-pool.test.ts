@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -9,7 +9,8 @@ import { WorkerPool } from '../agent/runtime/pool.ts';
 import { exampleBundles } from '../deploy/examples/example-bundles.ts';
 import { isOutpostError } from '../shared/errors.ts';
 import { createJsonLogger } from '../shared/log.ts';
-import { mlpClassifier, wideMlp } from '../shared/onnx/models.ts';
+import { mlpClassifier, paddedModel, wideMlp } from '../shared/onnx/models.ts';
+import { alignWeights } from '../shared/onnx/weights-layout.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const log = createJsonLogger({ level: 'silent' });
@@ -201,6 +202,63 @@ test('computeUs times each run alone: runs queued in one worker do not count the
       queued.map(() => 'fulfilled'),
     );
     await assert.rejects(pool.run('mlp@1', feeds()), (err) => isOutpostError(err));
+  } finally {
+    await pool.stop();
+  }
+});
+
+/** Mappings of `path` in this process (the workers are its threads). */
+function mappingsOf(path: string): number {
+  return readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter((l) => l.endsWith(` ${path}`)).length;
+}
+
+test('mapWeights maps a laid-out model from its file; the copy stays the default', {
+  skip: process.platform !== 'linux' && 'mappings are read from /proc',
+}, async () => {
+  const dir = tempDir('pool-map');
+  const padded = paddedModel(1024 * 1024);
+  const path = join(dir, 'model.onnx');
+  await writeFile(path, alignWeights(padded.bytes).bytes);
+  const pool = new WorkerPool(
+    1,
+    { intraOpThreads: 1, interOpThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential' },
+    log,
+  );
+  pool.start();
+  try {
+    const copied = await pool.load('copied@1', path);
+    assert.equal(copied.mappedBytes, 0);
+    assert.equal(mappingsOf(path), 0, 'loaded from the file, nothing of it is mapped');
+    const building = join(dir, 'building.onnx');
+    await writeFile(building, await readFile(path));
+    const final = join(dir, 'final.onnx');
+    // As an install does: the workers read the file where it is, then it is renamed into place.
+    const mapped = await pool.load('mapped@1', final, { readFrom: building, mapWeights: true });
+    assert.ok(mapped.mappedBytes > 900 * 1024, `${mapped.mappedBytes} bytes mapped`);
+    // The matrices are packed into onnxruntime's own layout and their mapping released; the
+    // bias it adds as it is stays mapped.
+    assert.ok(mappingsOf(building) >= 1);
+    await rename(building, final);
+    const feeds = padded.sample(4, 5);
+    const x = (feeds.features as { data: Float32Array }).data;
+    const want = padded.reference(feeds).probabilities?.data as Float32Array;
+    for (const key of ['copied@1', 'mapped@1']) {
+      const result = await pool.run(key, { features: { datatype: 'FP32', shape: [4, 8], data: x.slice() } });
+      const got = result.outputs.probabilities?.data as Float32Array;
+      for (let i = 0; i < want.length; i++)
+        assert.ok(Math.abs((got[i] as number) - (want[i] as number)) < 1e-4, `${key} output ${i}`);
+    }
+    await pool.unload('mapped@1');
+    assert.equal(mappingsOf(final) + mappingsOf(building), 0, 'unloading releases the mapping');
+
+    // A file that is not a model: the worker loads it as a file and onnxruntime says what is wrong.
+    const garbage = join(dir, 'garbage.onnx');
+    await writeFile(garbage, 'not a model');
+    await assert.rejects(pool.load('bad@1', garbage, { mapWeights: true }), (err: unknown) =>
+      isOutpostError(err, 'MODEL_LOAD_FAILED'),
+    );
   } finally {
     await pool.stop();
   }

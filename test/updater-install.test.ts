@@ -5,6 +5,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Agent } from '../agent/main.ts';
 import { partFileName } from '../agent/updater/installer.ts';
+import { writeBundle } from '../deploy/examples/example-bundles.ts';
+import { paddedModel } from '../shared/onnx/models.ts';
+import { tempDir } from './helpers/tmp.ts';
 import { events, inferOk, MODEL, UpdateFixture } from './helpers/update-fixture.ts';
 
 describe('updater: install, switch, revert on a failed sample', () => {
@@ -120,5 +123,33 @@ describe('updater: install, switch, revert on a failed sample', () => {
     assert.equal(outcome.upToDate, true);
     assert.deepEqual(await readdir(staging), []);
     assert.equal(await inferOk(agent), '2.1.0');
+  });
+});
+
+describe('updater: installed models map their weights', () => {
+  const fx = new UpdateFixture();
+  after(() => fx.stop());
+
+  test('a laid-out bundle is installed with its weights mapped, and loads so again after a restart', async () => {
+    await fx.start();
+    const agent = await fx.deviceServingV1();
+    // The example MLP has no initializer large enough to map.
+    assert.equal(agent.registry.get(MODEL, '1.0.0')?.mappedBytes, 0);
+    const padded = await writeBundle(
+      paddedModel(1024 * 1024),
+      { name: MODEL, version: '1.1.0', releaseCounter: 2 },
+      tempDir('padded'),
+    );
+    await fx.repo.publishBundle(padded.dir, fx.signers);
+    await agent.updater!.installFromTuf(MODEL, '1.1.0');
+    assert.equal(await inferOk(agent), '1.1.0');
+    const mapped = agent.registry.get(MODEL, '1.1.0')?.mappedBytes ?? 0;
+    assert.ok(mapped > 900 * 1024, `${mapped} bytes mapped`);
+    // The same device after a restart: the installed bundle is loaded from the store, mapped.
+    await agent.stop();
+    const again = fx.agent({ dataDir: agent.config.dataDir });
+    await again.start();
+    assert.equal(await inferOk(again), '1.1.0');
+    assert.equal(again.registry.get(MODEL, '1.1.0')?.mappedBytes, mapped);
   });
 });

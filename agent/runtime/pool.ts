@@ -133,6 +133,15 @@ class InferenceWorker {
 export interface LoadedModel {
   inputs: IoMetadata[];
   outputs: IoMetadata[];
+  /** Weight bytes each worker maps from the model file rather than holds (0: all copied). */
+  mappedBytes: number;
+}
+
+export interface LoadOptions {
+  /** Where the workers read the model now, when that is not yet its path (an install moving it into place). */
+  readFrom?: string | undefined;
+  /** Map aligned large weights from the file (see the worker's `load`). */
+  mapWeights?: boolean | undefined;
 }
 
 /**
@@ -142,7 +151,7 @@ export interface LoadedModel {
  */
 export class WorkerPool {
   private workers: InferenceWorker[] = [];
-  private readonly loaded = new Map<string, { path: string }>();
+  private readonly loaded = new Map<string, { path: string; mapWeights: boolean }>();
   private stopping = false;
   private restarts: number[] = [];
 
@@ -210,10 +219,12 @@ export class WorkerPool {
           if (this.stopping) return;
           const replacement = this.spawn(index);
           this.workers[this.workers.indexOf(w)] = replacement;
-          for (const [key, { path }] of this.loaded) {
-            replacement.request({ op: 'load', key, path, options: this.options }).catch((e: unknown) => {
-              this.log.error({ err: e, key }, 'reloading model in replacement worker failed');
-            });
+          for (const [key, { path, mapWeights }] of this.loaded) {
+            replacement
+              .request({ op: 'load', key, path, options: this.options, mapWeights })
+              .catch((e: unknown) => {
+                this.log.error({ err: e, key }, 'reloading model in replacement worker failed');
+              });
           }
         }, delay).unref();
       },
@@ -230,9 +241,13 @@ export class WorkerPool {
    * (the file before its directory is renamed into place) when given; `path` is where the model
    * stays, and what a replacement worker loads.
    */
-  async load(key: string, path: string, readFrom = path): Promise<LoadedModel> {
+  async load(key: string, path: string, options: LoadOptions = {}): Promise<LoadedModel> {
+    const mapWeights = options.mapWeights === true;
+    const readFrom = options.readFrom ?? path;
     const replies = await Promise.allSettled(
-      this.workers.map((w) => w.request({ op: 'load', key, path: readFrom, options: this.options })),
+      this.workers.map((w) =>
+        w.request({ op: 'load', key, path: readFrom, options: this.options, mapWeights }),
+      ),
     );
     const failure = replies.find((r) => r.status === 'rejected' || r.value.op === 'error');
     if (failure !== undefined) {
@@ -249,8 +264,8 @@ export class WorkerPool {
     if (first === undefined || first.status !== 'fulfilled' || first.value.op !== 'loaded') {
       throw new OutpostError('MODEL_LOAD_FAILED', `loading ${key} failed: no worker answered`);
     }
-    this.loaded.set(key, { path });
-    return { inputs: first.value.inputs, outputs: first.value.outputs };
+    this.loaded.set(key, { path, mapWeights });
+    return { inputs: first.value.inputs, outputs: first.value.outputs, mappedBytes: first.value.mappedBytes };
   }
 
   async unload(key: string): Promise<void> {

@@ -27,7 +27,18 @@ export interface IoMetadata {
 }
 
 export type ToWorker =
-  | { op: 'load'; id: number; key: string; path: string; options: SessionOptionsWire }
+  | {
+      op: 'load';
+      id: number;
+      key: string;
+      path: string;
+      options: SessionOptionsWire;
+      /**
+       * Map the model's aligned large weights from its file instead of copying them
+       * (`weightlessModel`). Only for files never rewritten in place while loaded.
+       */
+      mapWeights?: boolean;
+    }
   | { op: 'unload'; id: number; key: string }
   | { op: 'stats'; id: number }
   /** Releases every session: the last message before the worker is stopped. */
@@ -43,7 +54,7 @@ export interface WorkerStart {
 export type FromWorker =
   /** Sent once at start: the worker's OS thread id and the nice value it runs at (Linux). */
   | { op: 'started'; id: 0; tid: number | undefined; nice: number | undefined; error?: string }
-  | { op: 'loaded'; id: number; inputs: IoMetadata[]; outputs: IoMetadata[] }
+  | { op: 'loaded'; id: number; inputs: IoMetadata[]; outputs: IoMetadata[]; mappedBytes: number }
   | { op: 'unloaded'; id: number }
   | { op: 'closed'; id: number }
   | { op: 'stats'; id: number; sessions: number; created: number; released: number }

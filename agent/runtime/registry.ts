@@ -29,6 +29,8 @@ export interface ModelVersion {
   batching?: BatchPolicy | undefined;
   /** Loaded and READY but not yet serving unversioned requests (an update under its sample check). */
   staged?: boolean;
+  /** Weight bytes mapped from the model file in each worker rather than copied into memory. */
+  mappedBytes?: number;
 }
 
 export interface InferResult {
@@ -154,8 +156,13 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
    * With `staged`, the version loads next to the serving one but does not serve unversioned
    * requests (and retires nothing) until activate(). `readFrom` is where the workers read the
    * model file now, when that is not yet `bundle.modelPath` (an install still moving it into place).
+   * `mapWeights` is for bundles in the agent's own store, whose files are replaced by rename and
+   * never rewritten in place: a mapped file rewritten under a session would change its weights.
    */
-  async load(bundle: Bundle, options: { staged?: boolean; readFrom?: string } = {}): Promise<ModelVersion> {
+  async load(
+    bundle: Bundle,
+    options: { staged?: boolean; readFrom?: string; mapWeights?: boolean } = {},
+  ): Promise<ModelVersion> {
     const { manifest } = bundle;
     const key = `${manifest.name}@${manifest.version}`;
     const policy = this.policy(manifest.name);
@@ -193,9 +200,13 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
     versions.set(manifest.version, entry);
     this.emit('changed', manifest.name);
     try {
-      const meta = await this.pool.load(key, bundle.modelPath, options.readFrom);
+      const meta = await this.pool.load(key, bundle.modelPath, {
+        readFrom: options.readFrom,
+        mapWeights: options.mapWeights,
+      });
       entry.inputs = meta.inputs;
       entry.outputs = meta.outputs;
+      entry.mappedBytes = meta.mappedBytes;
     } catch (err) {
       entry.state = 'FAILED';
       entry.reason = err instanceof Error ? err.message : String(err);
@@ -220,7 +231,10 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
     );
     // The switch: from here on, requests without a version go to the newest ready version.
     entry.state = 'READY';
-    this.log.info({ model: key, batching: entry.batching ?? 'off' }, 'model loaded');
+    this.log.info(
+      { model: key, batching: entry.batching ?? 'off', mappedBytes: entry.mappedBytes },
+      'model loaded',
+    );
     this.emit('changed', manifest.name);
     if (entry.staged !== true) await this.retire(manifest.name);
     return entry;

@@ -1,8 +1,10 @@
 import { readlinkSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
+import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
+import { LayoutError, weightlessModel } from '../../shared/onnx/weights-layout.ts';
 import { datatypeToOrtType, ortTypeToDatatype, type TensorData } from '../../shared/tensor.ts';
 import {
   type FromWorker,
@@ -20,7 +22,7 @@ import {
  * loaded: onnxruntime leaks native memory when sessions are created and released in a loop
  * (microsoft/onnxruntime#25325).
  */
-const sessions = new Map<string, ort.InferenceSession>();
+const sessions = new Map<string, { session: ort.InferenceSession; mappedBytes: number }>();
 /** Lifetime counts, so tests and diagnostics can see sessions are not churned. */
 const counts = { created: 0, released: 0 };
 
@@ -41,6 +43,35 @@ function sessionOptions(o: SessionOptionsWire): ort.InferenceSession.SessionOpti
     graphOptimizationLevel: o.graphOptimizationLevel,
     executionMode: o.executionMode,
   };
+}
+
+/**
+ * A session for the model at `path`. With `mapWeights`, onnxruntime is given the model without
+ * its aligned large weights, which name their byte ranges in the file instead: it maps them from
+ * the page cache rather than parsing them into the protobuf and copying them into tensors (for a
+ * 50 MB model, 100 MB of fresh memory less, and the time to fault it in). A model with nothing
+ * aligned, or one this cannot walk, loads from the file as it would otherwise.
+ */
+async function createSession(
+  path: string,
+  options: SessionOptionsWire,
+  mapWeights: boolean,
+): Promise<{ session: ort.InferenceSession; mappedBytes: number }> {
+  let weightless: ReturnType<typeof weightlessModel>;
+  if (mapWeights) {
+    try {
+      weightless = weightlessModel(path);
+    } catch (err) {
+      if (!(err instanceof LayoutError)) throw err;
+    }
+  }
+  if (weightless === undefined)
+    return { session: await ort.InferenceSession.create(path, sessionOptions(options)), mappedBytes: 0 };
+  const session = await ort.InferenceSession.create(weightless.bytes, {
+    ...sessionOptions(options),
+    extra: { session: { model_external_initializers_file_folder_path: dirname(path) } },
+  });
+  return { session, mappedBytes: weightless.mappedBytes };
 }
 
 /**
@@ -117,28 +148,29 @@ async function handle(msg: ToWorker): Promise<void> {
   try {
     switch (msg.op) {
       case 'load': {
-        let session = sessions.get(msg.key);
-        if (session === undefined) {
-          session = await ort.InferenceSession.create(msg.path, sessionOptions(msg.options));
+        let loaded = sessions.get(msg.key);
+        if (loaded === undefined) {
+          loaded = await createSession(msg.path, msg.options, msg.mapWeights === true);
           counts.created++;
-          sessions.set(msg.key, session);
+          sessions.set(msg.key, loaded);
         }
         reply({
           op: 'loaded',
           id: msg.id,
-          inputs: describe(session.inputMetadata),
-          outputs: describe(session.outputMetadata),
+          inputs: describe(loaded.session.inputMetadata),
+          outputs: describe(loaded.session.outputMetadata),
+          mappedBytes: loaded.mappedBytes,
         });
         return;
       }
       case 'unload': {
         // No run starts on it from now on; the ones already started finish first.
-        const session = sessions.get(msg.key);
+        const loaded = sessions.get(msg.key);
         sessions.delete(msg.key);
         await runs.get(msg.key)?.idle();
         runs.delete(msg.key);
-        if (session !== undefined) {
-          await session.release();
+        if (loaded !== undefined) {
+          await loaded.session.release();
           counts.released++;
         }
         reply({ op: 'unloaded', id: msg.id });
@@ -153,16 +185,16 @@ async function handle(msg: ToWorker): Promise<void> {
         // binding can throw from those, and an exception there aborts the whole process. Runs
         // still in progress finish first.
         await messages.idle();
-        for (const [key, session] of sessions) {
+        for (const [key, loaded] of sessions) {
           sessions.delete(key);
-          await session.release();
+          await loaded.session.release();
           counts.released++;
         }
         reply({ op: 'closed', id: msg.id });
         return;
       }
       case 'run': {
-        const session = sessions.get(msg.key);
+        const session = sessions.get(msg.key)?.session;
         if (session === undefined) {
           reply({
             op: 'error',

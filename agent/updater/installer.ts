@@ -261,7 +261,7 @@ export class Installer {
     let loaded = false;
     const ready = (async () => {
       if (!alreadyServing) {
-        await registry.load(bundle, { staged: true, readFrom: modelFile });
+        await registry.load(bundle, { staged: true, readFrom: modelFile, mapWeights: true });
         loaded = true;
       }
       await this.step('loaded');

@@ -6,8 +6,10 @@ import { OutpostError } from '../../shared/errors.ts';
 import { TufRepository } from '../../shared/tuf/index.ts';
 import { KeyStore } from './key-store.ts';
 
-export const BUNDLE_USAGE = `  outpost bundle build --model MODEL.onnx --manifest DRAFT.json --out DIR
-      make a bundle: digest, size and signature come from the model; the draft's sample must run
+export const BUNDLE_USAGE = `  outpost bundle build --model MODEL.onnx --manifest DRAFT.json --out DIR [--no-align]
+      make a bundle: digest, size and signature come from the model; the draft's sample must run.
+      Large weights are aligned so devices map them from the file (a padding field ONNX readers
+      skip); --no-align keeps the model byte for byte
   outpost bundle inspect DIR [--json]
       print a bundle's manifest after checking the model file against it
   outpost bundle sign DIR --keys KEYDIR --repo REPODIR
@@ -27,6 +29,7 @@ export async function bundleCommand(verb: string | undefined, argv: string[]): P
       json: { type: 'boolean' },
       keys: { type: 'string' },
       repo: { type: 'string' },
+      'no-align': { type: 'boolean' },
     },
   });
   if (verb === 'build') {
@@ -40,11 +43,19 @@ export async function bundleCommand(verb: string | undefined, argv: string[]): P
     } catch (err) {
       throw new OutpostError('BAD_REQUEST', `cannot read the draft ${values.manifest}: ${String(err)}`);
     }
-    const manifest = await buildBundle(values.model, draft, values.out);
+    let aligned: number | undefined;
+    const manifest = await buildBundle(values.model, draft, values.out, {
+      alignWeights: values['no-align'] !== true,
+      onLayout: (layout) => {
+        aligned = layout.aligned;
+      },
+    });
     console.log(
       `built ${manifest.name}@${manifest.version} (release ${manifest.releaseCounter}) in ${values.out}`,
     );
     console.log(`  model ${manifest.model.size} bytes, sha256 ${manifest.model.sha256}`);
+    if (aligned !== undefined)
+      console.log(`  ${aligned} large weight tensor(s) aligned for mapping on the device`);
     return 0;
   }
   if (verb === 'inspect') {

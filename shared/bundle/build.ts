@@ -3,6 +3,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { OutpostError } from '../errors.ts';
+import { alignWeights, LayoutError } from '../onnx/weights-layout.ts';
 import { type Datatype, datatypeToOrtType, ortTypeToDatatype, type Tensor, toJsonArray } from '../tensor.ts';
 import { type BundleManifest, MANIFEST_FILE, type TensorSpec } from './manifest.ts';
 import { parseManifest } from './read.ts';
@@ -70,20 +71,32 @@ export async function runSample(
   }
 }
 
+export interface BuildOptions {
+  /**
+   * Lay the model out so a device can map its large weights (`alignWeights`); the default. Off,
+   * the bundle holds the model file byte for byte.
+   */
+  alignWeights?: boolean;
+  /** Told how many initializers were aligned. */
+  onLayout?: (layout: { aligned: number }) => void;
+}
+
 /**
  * Makes a bundle directory: the model as `model.onnx` and a complete `outpost.bundle.json`
  * whose digest, size and signature come from the model itself. The sample must run; if the
- * draft gives expected outputs they must match within tolerance.
+ * draft gives expected outputs they must match within tolerance. The sample runs on the model
+ * as the bundle holds it, after its weights are aligned.
  */
 export async function buildBundle(
   modelPath: string,
   draft: ManifestDraft,
   outDir: string,
+  options: BuildOptions = {},
 ): Promise<BundleManifest> {
-  const bytes = await readFile(modelPath);
+  const source = await readFile(modelPath);
   let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(bytes);
+    session = await ort.InferenceSession.create(source);
   } catch (err) {
     throw new OutpostError(
       'BUNDLE_INVALID',
@@ -96,6 +109,18 @@ export async function buildBundle(
     outputs: signatureOf(session.outputMetadata),
   };
   await session.release();
+  let bytes: Uint8Array = source;
+  if (options.alignWeights !== false) {
+    try {
+      const laid = alignWeights(source);
+      bytes = laid.bytes;
+      options.onLayout?.({ aligned: laid.aligned });
+    } catch (err) {
+      // onnxruntime loaded it, so it is a model; one this cannot walk is bundled as it is.
+      if (!(err instanceof LayoutError)) throw err;
+      options.onLayout?.({ aligned: 0 });
+    }
+  }
   const tolerance = { abs: draft.sample.tolerance?.abs ?? 1e-5, rel: draft.sample.tolerance?.rel ?? 1e-4 };
   const partial = {
     schema: 1 as const,

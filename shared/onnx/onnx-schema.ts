@@ -106,6 +106,8 @@ const SCHEMA: protobuf.INamespace = {
             doubleData: { rule: 'repeated', type: 'double', id: 10, options: packed },
             uint64Data: { rule: 'repeated', type: 'uint64', id: 11, options: packed },
             docString: { type: 'string', id: 12 },
+            externalData: { rule: 'repeated', type: 'StringStringEntryProto', id: 13 },
+            dataLocation: { type: 'int32', id: 14 },
           },
         },
         AttributeProto: {

@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../../agent/config.ts';
-import type { WorkerPool } from '../../agent/runtime/pool.ts';
+import type { LoadOptions, WorkerPool } from '../../agent/runtime/pool.ts';
 import { ModelRegistry } from '../../agent/runtime/registry.ts';
 import { SyncClient } from '../../agent/sync/sync-client.ts';
 import { UpdaterBridge } from '../../agent/sync/updater-bridge.ts';
@@ -36,7 +36,7 @@ export class FleetDevice {
     // The registry loads, unloads and runs by key (and schedules by the pool's worker count):
     // prefix the keys with the device id, pass the rest through.
     const view = {
-      load: (key: string, path: string, readFrom?: string) => pool.load(`${id}/${key}`, path, readFrom),
+      load: (key: string, path: string, options?: LoadOptions) => pool.load(`${id}/${key}`, path, options),
       unload: (key: string) => pool.unload(`${id}/${key}`),
       run: (key: string, feeds: Parameters<WorkerPool['run']>[1], outputs?: string[]) =>
         pool.run(`${id}/${key}`, feeds, outputs),
