@@ -40,7 +40,8 @@ export const bundleInstall: Scenario = {
     "server on the agent's own event loop would take turns with it) that sends files through two reused 1 MiB buffers as a CDN " +
     'does, length and sha256 check, then side by side: the bundle directory made durable (fsync of the ' +
     'model, the manifest and the directory) and the model loaded in every inference worker (the default ' +
-    'pool) with the manifest sample check; then the rename into place + fsync of its parent, the state ' +
+    'pool; bundles are built with their large weights aligned, so a worker maps them from the file) with the ' +
+    'manifest sample check; then the rename into place + fsync of its parent, the state ' +
     'commit and the switch (the update-activated event is enqueued in the outbox; its commit, the release ' +
     'of the superseded session and the removal of the superseded bundle directory finish after the switch, ' +
     'and are waited for, untimed, before the baseline runs). Baseline: ' +
