@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile, rename, symlink, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -252,6 +252,18 @@ test('mapWeights maps a laid-out model from its file; the copy stays the default
     }
     await pool.unload('mapped@1');
     assert.equal(mappingsOf(final) + mappingsOf(building), 0, 'unloading releases the mapping');
+
+    // A model file that links out of its directory: onnxruntime will not map external data
+    // there, and the model loads from the file as it would without mapWeights.
+    const linkDir = tempDir('pool-map-link');
+    await symlink(final, join(linkDir, 'model.onnx'));
+    const linked = await pool.load('linked@1', join(linkDir, 'model.onnx'), { mapWeights: true });
+    assert.equal(linked.mappedBytes, 0);
+    assert.match(linked.mapError ?? '', /escapes|directory/i);
+    const viaLink = await pool.run('linked@1', {
+      features: { datatype: 'FP32', shape: [4, 8], data: x.slice() },
+    });
+    assert.equal(viaLink.outputs.probabilities?.data.length, 12);
 
     // A file that is not a model: the worker loads it as a file and onnxruntime says what is wrong.
     const garbage = join(dir, 'garbage.onnx');

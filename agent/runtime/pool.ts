@@ -135,6 +135,8 @@ export interface LoadedModel {
   outputs: IoMetadata[];
   /** Weight bytes each worker maps from the model file rather than holds (0: all copied). */
   mappedBytes: number;
+  /** Why weights that were to be mapped were loaded from the file instead. */
+  mapError?: string;
 }
 
 export interface LoadOptions {
@@ -265,7 +267,8 @@ export class WorkerPool {
       throw new OutpostError('MODEL_LOAD_FAILED', `loading ${key} failed: no worker answered`);
     }
     this.loaded.set(key, { path, mapWeights });
-    return { inputs: first.value.inputs, outputs: first.value.outputs, mappedBytes: first.value.mappedBytes };
+    const { inputs, outputs, mappedBytes, mapError } = first.value;
+    return { inputs, outputs, mappedBytes, ...(mapError === undefined ? {} : { mapError }) };
   }
 
   async unload(key: string): Promise<void> {

@@ -54,7 +54,15 @@ export interface WorkerStart {
 export type FromWorker =
   /** Sent once at start: the worker's OS thread id and the nice value it runs at (Linux). */
   | { op: 'started'; id: 0; tid: number | undefined; nice: number | undefined; error?: string }
-  | { op: 'loaded'; id: number; inputs: IoMetadata[]; outputs: IoMetadata[]; mappedBytes: number }
+  | {
+      op: 'loaded';
+      id: number;
+      inputs: IoMetadata[];
+      outputs: IoMetadata[];
+      mappedBytes: number;
+      /** Why weights that were to be mapped were loaded from the file instead. */
+      mapError?: string;
+    }
   | { op: 'unloaded'; id: number }
   | { op: 'closed'; id: number }
   | { op: 'stats'; id: number; sessions: number; created: number; released: number }

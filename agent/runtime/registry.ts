@@ -207,6 +207,11 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
       entry.inputs = meta.inputs;
       entry.outputs = meta.outputs;
       entry.mappedBytes = meta.mappedBytes;
+      if (meta.mapError !== undefined)
+        this.log.warn(
+          { model: key, reason: meta.mapError },
+          'model weights loaded from the file, not mapped',
+        );
     } catch (err) {
       entry.state = 'FAILED';
       entry.reason = err instanceof Error ? err.message : String(err);

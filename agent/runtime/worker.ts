@@ -22,7 +22,7 @@ import {
  * loaded: onnxruntime leaks native memory when sessions are created and released in a loop
  * (microsoft/onnxruntime#25325).
  */
-const sessions = new Map<string, { session: ort.InferenceSession; mappedBytes: number }>();
+const sessions = new Map<string, LoadedSession>();
 /** Lifetime counts, so tests and diagnostics can see sessions are not churned. */
 const counts = { created: 0, released: 0 };
 
@@ -45,33 +45,50 @@ function sessionOptions(o: SessionOptionsWire): ort.InferenceSession.SessionOpti
   };
 }
 
+interface LoadedSession {
+  session: ort.InferenceSession;
+  mappedBytes: number;
+  /** Why weights that were to be mapped were not. */
+  mapError?: string;
+}
+
 /**
  * A session for the model at `path`. With `mapWeights`, onnxruntime is given the model without
  * its aligned large weights, which name their byte ranges in the file instead: it maps them from
  * the page cache rather than parsing them into the protobuf and copying them into tensors (for a
- * 50 MB model, 100 MB of fresh memory less, and the time to fault it in). A model with nothing
- * aligned, or one this cannot walk, loads from the file as it would otherwise.
+ * 50 MB model, 100 MB of fresh memory less, and the time to fault it in). Mapping is a way to
+ * load, not a condition: a model with nothing aligned, one this cannot walk, and one onnxruntime
+ * will not map (say, a model file that is a link out of its directory) load from the file, and
+ * the file alone decides whether the model loads.
  */
 async function createSession(
   path: string,
   options: SessionOptionsWire,
   mapWeights: boolean,
-): Promise<{ session: ort.InferenceSession; mappedBytes: number }> {
+): Promise<LoadedSession> {
   let weightless: ReturnType<typeof weightlessModel>;
+  let mapError: string | undefined;
   if (mapWeights) {
     try {
       weightless = weightlessModel(path);
     } catch (err) {
       if (!(err instanceof LayoutError)) throw err;
+      mapError = err.message;
     }
   }
-  if (weightless === undefined)
-    return { session: await ort.InferenceSession.create(path, sessionOptions(options)), mappedBytes: 0 };
-  const session = await ort.InferenceSession.create(weightless.bytes, {
-    ...sessionOptions(options),
-    extra: { session: { model_external_initializers_file_folder_path: dirname(path) } },
-  });
-  return { session, mappedBytes: weightless.mappedBytes };
+  if (weightless !== undefined) {
+    try {
+      const session = await ort.InferenceSession.create(weightless.bytes, {
+        ...sessionOptions(options),
+        extra: { session: { model_external_initializers_file_folder_path: dirname(path) } },
+      });
+      return { session, mappedBytes: weightless.mappedBytes };
+    } catch (err) {
+      mapError = err instanceof Error ? err.message : String(err);
+    }
+  }
+  const session = await ort.InferenceSession.create(path, sessionOptions(options));
+  return { session, mappedBytes: 0, ...(mapError === undefined ? {} : { mapError }) };
 }
 
 /**
@@ -160,6 +177,7 @@ async function handle(msg: ToWorker): Promise<void> {
           inputs: describe(loaded.session.inputMetadata),
           outputs: describe(loaded.session.outputMetadata),
           mappedBytes: loaded.mappedBytes,
+          ...(loaded.mapError === undefined ? {} : { mapError: loaded.mapError }),
         });
         return;
       }
