@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import type { AgentConfigInput } from '../agent/config.ts';
 import type { AgentDeps } from '../agent/main.ts';
+import { FLOOR_PERSIST_MS } from '../agent/updater/trust.ts';
 import {
   buildRoot,
   buildSnapshot,
@@ -275,5 +276,29 @@ describe('updater: freeze, with the device clock skewed', () => {
     await fx.direct([[MODEL, '1.0.0']], { expiresDays: 30 });
     await refused(agent, /ExpiredMetadataError/);
     assert.ok(agent.updater!.trust.floor > Date.now() - 60_000);
+  });
+
+  test('the time floor goes to disk with new metadata, and alone only once it moved an hour', async () => {
+    let offset = 0;
+    const { fx, agent } = await baseline({}, { now: () => Date.now() + offset });
+    const trust = agent.updater!.trust;
+    const clockFile = join(agent.config.dataDir, 'updates', 'trust', 'clock.json');
+    const onDisk = async () => (JSON.parse(await readFile(clockFile, 'utf8')) as { floorMs: number }).floorMs;
+    const installed = await onDisk();
+    // Ten minutes on, nothing new in the repository: the floor moves in memory only.
+    offset = 10 * 60_000;
+    await trust.refresh();
+    assert.ok(trust.floor >= installed + 10 * 60_000);
+    assert.equal(await onDisk(), installed);
+    // New metadata is committed: the floor goes with it.
+    await fx.publish('mlpV2');
+    await trust.refresh();
+    assert.equal(await onDisk(), trust.floor);
+    // An hour on with nothing new: written alone.
+    const withMetadata = trust.floor;
+    offset += FLOOR_PERSIST_MS;
+    await trust.refresh();
+    assert.ok(trust.floor >= withMetadata + FLOOR_PERSIST_MS);
+    assert.equal(await onDisk(), trust.floor);
   });
 });

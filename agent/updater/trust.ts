@@ -11,6 +11,13 @@ import { type HttpClient, HttpStatusError } from './http.ts';
 /** The files tuf-js keeps in its metadata directory (top-level roles only; we use no delegations). */
 const TRUST_FILES = ['root.json', 'timestamp.json', 'snapshot.json', 'targets.json'] as const;
 const CLOCK_FILE = 'clock.json';
+/**
+ * The time floor goes to disk with metadata that is committed anyway, and on its own once it has
+ * moved this far. Every refresh raises it (every 5 minutes by default), and a durable write of
+ * its own each time would be some 300 a day on an idle device's flash. After a restart the floor
+ * is at most this far behind the last one in memory, against metadata expiries of a day and more.
+ */
+export const FLOOR_PERSIST_MS = 60 * 60 * 1000;
 
 /** tuf-js's fetcher interface over our got client, translating errors to the ones tuf-js expects. */
 class TufFetcher implements Fetcher {
@@ -78,6 +85,8 @@ export interface TrustOptions {
  */
 export class TrustClient {
   private floorMs = 0;
+  /** The floor in clock.json. */
+  private persistedFloorMs = 0;
 
   constructor(private readonly o: TrustOptions) {}
 
@@ -104,7 +113,10 @@ export class TrustClient {
     const clock = await readFile(join(this.o.stateDir, CLOCK_FILE), 'utf8').catch(() => undefined);
     if (clock !== undefined) {
       const floor = Number((JSON.parse(clock) as { floorMs?: unknown }).floorMs);
-      if (Number.isFinite(floor)) this.floorMs = floor;
+      if (Number.isFinite(floor)) {
+        this.floorMs = floor;
+        this.persistedFloorMs = floor;
+      }
     }
   }
 
@@ -121,11 +133,13 @@ export class TrustClient {
     return this.floorMs;
   }
 
-  /** Raises the time floor (never lowers it) and persists it. */
+  /** Raises the time floor (never lowers it); persists it once it moved FLOOR_PERSIST_MS. */
   async raiseFloor(ms: number): Promise<void> {
     if (!(ms > this.floorMs)) return;
     this.floorMs = ms;
+    if (ms - this.persistedFloorMs < FLOOR_PERSIST_MS) return;
     await writeFileAtomic(join(this.o.stateDir, CLOCK_FILE), Buffer.from(JSON.stringify({ floorMs: ms })));
+    this.persistedFloorMs = ms;
   }
 
   /** One TUF client workflow: root chain, timestamp, snapshot, targets. Throws TRUST_FAILED. */
@@ -182,12 +196,19 @@ export class TrustClient {
     };
   }
 
-  /** Commits the trusted files tuf-js wrote (and the time floor when given) to the state directory atomically. */
+  /**
+   * Commits the trusted files tuf-js wrote to the state directory atomically, and the time floor
+   * when given: with those files, or alone once it moved FLOOR_PERSIST_MS.
+   */
   private async commit(written: Map<string, Buffer>, floorMs?: number): Promise<void> {
     const changed: Array<[string, Buffer]> = [...written];
-    if (floorMs !== undefined && floorMs > this.floorMs)
-      changed.push([CLOCK_FILE, Buffer.from(JSON.stringify({ floorMs }))]);
+    const floor =
+      floorMs !== undefined &&
+      floorMs > this.persistedFloorMs &&
+      (written.size > 0 || floorMs - this.persistedFloorMs >= FLOOR_PERSIST_MS);
+    if (floor) changed.push([CLOCK_FILE, Buffer.from(JSON.stringify({ floorMs }))]);
     await writeFilesAtomic(this.o.stateDir, changed);
+    if (floor) this.persistedFloorMs = floorMs;
   }
 }
 
