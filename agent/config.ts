@@ -147,6 +147,11 @@ export const configSchema = z
          * them as well.
          */
         workerNice: z.number().int().min(0).max(19).default(0),
+        /**
+         * Installed bundles map their aligned large weights from the model file instead of
+         * copying them (see shared/onnx/weights-layout.ts). Off: every model is read as a file.
+         */
+        mapWeights: z.boolean().default(true),
         /** Requests waiting per model before new ones are refused with 429. */
         queueLimit: z.number().int().min(1).default(1024),
         requestTimeoutMs: duration.default(10_000),

@@ -236,6 +236,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
           await storage.ensure(bytes, 'model download');
         }),
       ...(updaterFaults === undefined ? {} : { faults: updaterFaults }),
+      mapWeights: config.runtime.mapWeights,
     });
   };
   // With sync on, the updater fetches the director with the enrolment credential; before the
@@ -260,7 +261,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
           if (updater !== undefined || !config.updates.enabled) return;
           const late = await makeUpdater(cred.credential);
           for (const dir of await late.prepareBoot())
-            await registry.load(await readBundle(dir), { mapWeights: true });
+            await registry.load(await readBundle(dir), { mapWeights: config.runtime.mapWeights });
           late.start();
           updater = late;
         },
@@ -426,7 +427,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       // mapped. Configured bundle directories are the operator's, who may rewrite them in place.
       const boot = [
         ...config.models.bundles.map((dir) => ({ dir, mapWeights: false })),
-        ...installed.map((dir) => ({ dir, mapWeights: true })),
+        ...installed.map((dir) => ({ dir, mapWeights: config.runtime.mapWeights })),
       ];
       for (const { dir, mapWeights } of boot) {
         try {

@@ -151,5 +151,11 @@ describe('updater: installed models map their weights', () => {
     await again.start();
     assert.equal(await inferOk(again), '1.1.0');
     assert.equal(again.registry.get(MODEL, '1.1.0')?.mappedBytes, mapped);
+    // runtime.mapWeights off: read as a file, as every model was before.
+    await again.stop();
+    const unmapped = fx.agent({ dataDir: agent.config.dataDir, runtime: { workers: 1, mapWeights: false } });
+    await unmapped.start();
+    assert.equal(await inferOk(unmapped), '1.1.0');
+    assert.equal(unmapped.registry.get(MODEL, '1.1.0')?.mappedBytes, 0);
   });
 });

@@ -48,6 +48,11 @@ export interface InstallerOptions {
   ensureSpace?: (bytes: number) => Promise<void> | void;
   faults?: InstallFaults;
   onStep?: (step: InstallStep, detail: Record<string, unknown>) => void;
+  /**
+   * Load the new model with its aligned large weights mapped from the file (default on). The
+   * bundle store's files are replaced only by rename, never rewritten in place.
+   */
+  mapWeights?: boolean;
 }
 
 /** The partial download of a model, kept across attempts and restarts so that it resumes. */
@@ -261,7 +266,11 @@ export class Installer {
     let loaded = false;
     const ready = (async () => {
       if (!alreadyServing) {
-        await registry.load(bundle, { staged: true, readFrom: modelFile, mapWeights: true });
+        await registry.load(bundle, {
+          staged: true,
+          readFrom: modelFile,
+          mapWeights: this.o.mapWeights !== false,
+        });
         loaded = true;
       }
       await this.step('loaded');
