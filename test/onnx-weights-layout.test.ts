@@ -3,6 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import ort from 'onnxruntime-node';
+import { GraphBuilder } from '../shared/onnx/builder.ts';
 import { linearRegression, paddedModel } from '../shared/onnx/models.ts';
 import { onnxType } from '../shared/onnx/onnx-schema.ts';
 import {
@@ -32,7 +33,7 @@ function initializers(bytes: Uint8Array): Initializer[] {
 
 /** The same model with an unknown field of `size` bytes in front: every offset moves, the meaning does not. */
 function shifted(model: Uint8Array, size: number): Uint8Array {
-  // Field 9999, wire type 2: a 2-byte tag, a 1-byte length, then size - 3 bytes.
+  // Field 1807, wire type 2 (tag 0xfa 0x70), a 1-byte length, then size - 3 bytes.
   const field = Buffer.alloc(size);
   field.set([0xfa, 0x70, size - 3], 0);
   return Buffer.concat([field, model]);
@@ -136,6 +137,77 @@ describe('model weights laid out for mapping', () => {
     assert.equal(laid.aligned, 0);
     assert.deepEqual(Buffer.from(laid.bytes), Buffer.from(small));
     assert.equal(weightlessModel(write(tempDir('layout'), 'model.onnx', small)), undefined);
+  });
+
+  test('a model with some large weights left unaligned is not mapped at all', () => {
+    // Only the largest initializer laid out; the other two stay where they are.
+    const biggest = Math.max(...large.map((t) => t.rawData?.length ?? 0));
+    const source = shifted(model, 4 + WEIGHT_ALIGN);
+    const partly = alignWeights(source, { minBytes: biggest });
+    assert.equal(partly.aligned, 1);
+    const offsets = large.map((t) => Buffer.from(partly.bytes).indexOf(Buffer.from(t.rawData as Uint8Array)));
+    assert.equal(offsets.filter((o) => o % WEIGHT_ALIGN === 0).length, 1, `offsets ${offsets}`);
+    const path = write(tempDir('layout'), 'model.onnx', partly.bytes);
+    assert.equal(weightlessModel(path, { minBytes: biggest })?.tensors, 1);
+    assert.equal(weightlessModel(path), undefined);
+  });
+
+  test('fields it skips are not judged; tags and lengths are read as protobuf reads them', async () => {
+    const dir = tempDir('layout');
+    // model_version = -1: a 10-byte varint, which means nothing to the layout.
+    const negative = Buffer.concat([Buffer.from([0x28, ...Array(9).fill(0xff), 0x01]), model]);
+    const laid = alignWeights(negative);
+    assert.equal(laid.aligned, 3);
+    assert.equal(weightlessModel(write(dir, 'negative.onnx', laid.bytes))?.tensors, 3);
+    assert.deepEqual(await outputs(laid.bytes), await outputs(model));
+    // A tag past 32 bits: protobuf would read the low 32 (here raw_data); the walker refuses it
+    // rather than take it for another field.
+    const wide = Buffer.concat([model, Buffer.from([0xca, 0x80, 0x80, 0x80, 0x10, 0x00])]);
+    assert.throws(() => alignWeights(wide), /out of range/);
+    assert.throws(() => weightlessModel(write(dir, 'wide.onnx', wide)), LayoutError);
+  });
+
+  test('a graph whose length sits at a varint boundary is laid out with a longer length prefix', async () => {
+    // One initializer; depending on the shift, the laid-out graph ends just under or over 2^21
+    // bytes, where its length prefix goes from 3 bytes to 4.
+    const elements = (2 ** 21 - 140) / 4;
+    const g = new GraphBuilder('boundary')
+      .input('x', 'float', [1, elements])
+      .output('y', 'float', [1, elements])
+      .initializer(
+        'w',
+        Float32Array.from({ length: elements }, (_, i) => (i % 7) - 3),
+        [1, elements],
+      )
+      .node('Add', ['x', 'w'], ['y'])
+      .toBytes();
+    /** The graph field's length and the size of its prefix. */
+    const graphLength = (bytes: Uint8Array) => {
+      const at = Buffer.from(bytes).indexOf(0x3a); // ModelProto.graph, wire type 2
+      let n = 0;
+      let i = at + 1;
+      for (let scale = 1; ; scale *= 128) {
+        const byte = bytes[i++] as number;
+        n += (byte & 0x7f) * scale;
+        if (byte < 0x80) return { n, prefix: i - at - 1 };
+      }
+    };
+    // A length under 2^21 in a 4-byte prefix: with 3 bytes the padding would have grown past it.
+    const padded: number[] = [];
+    for (let shift = 4; shift < 4 + WEIGHT_ALIGN; shift++) {
+      const laid = alignWeights(shifted(g, shift));
+      assert.equal(laid.aligned, 1, `shift ${shift}`);
+      const { n, prefix } = graphLength(laid.bytes.subarray(shift));
+      assert.equal(prefix, n < 2 ** 21 ? prefix : 4);
+      if (n < 2 ** 21 && prefix === 4) padded.push(shift);
+    }
+    assert.ok(padded.length > 0, 'some shift reaches the boundary');
+    // onnxruntime reads the longer prefix as it reads a minimal one.
+    const x = new Float32Array(elements).fill(1);
+    const session = await ort.InferenceSession.create(alignWeights(shifted(g, padded[0] as number)).bytes);
+    const y = (await session.run({ x: new ort.Tensor('float32', x, [1, elements]) })).y?.data as Float32Array;
+    assert.deepEqual([y[0], y[1], y[6]], [-2, -1, 4]);
+    await session.release();
   });
 
   test('what is not a protobuf it can walk is a LayoutError, not a guess', () => {

@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Agent } from '../agent/main.ts';
 import { partFileName } from '../agent/updater/installer.ts';
 import { writeBundle } from '../deploy/examples/example-bundles.ts';
+import { buildBundle } from '../shared/bundle/build.ts';
 import { paddedModel } from '../shared/onnx/models.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { events, inferOk, MODEL, UpdateFixture } from './helpers/update-fixture.ts';
@@ -126,6 +127,8 @@ describe('updater: install, switch, revert on a failed sample', () => {
   });
 });
 
+const mlpSample = { inputs: { features: { shape: [1, 8], data: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8] } } };
+
 describe('updater: installed models map their weights', () => {
   const fx = new UpdateFixture();
   after(() => fx.stop());
@@ -157,5 +160,17 @@ describe('updater: installed models map their weights', () => {
     await unmapped.start();
     assert.equal(await inferOk(unmapped), '1.1.0');
     assert.equal(unmapped.registry.get(MODEL, '1.1.0')?.mappedBytes, 0);
+  });
+
+  test('a bundle built without the layout is installed and read as a file', async () => {
+    const agent = await fx.deviceServingV1();
+    const dir = tempDir('verbatim');
+    await writeFile(join(dir, 'source.onnx'), paddedModel(1024 * 1024).bytes);
+    const draft = { name: MODEL, version: '1.2.0', releaseCounter: 3, sample: mlpSample };
+    await buildBundle(join(dir, 'source.onnx'), draft, join(dir, 'bundle'), { alignWeights: false });
+    await fx.repo.publishBundle(join(dir, 'bundle'), fx.signers);
+    await agent.updater!.installFromTuf(MODEL, '1.2.0');
+    assert.equal(await inferOk(agent), '1.2.0');
+    assert.equal(agent.registry.get(MODEL, '1.2.0')?.mappedBytes, 0);
   });
 });

@@ -48,6 +48,8 @@ export async function bundleCommand(verb: string | undefined, argv: string[]): P
       alignWeights: values['no-align'] !== true,
       onLayout: (layout) => {
         aligned = layout.aligned;
+        if (layout.error !== undefined)
+          console.error(`warning: the model is bundled as it is, not laid out for mapping: ${layout.error}`);
       },
     });
     console.log(

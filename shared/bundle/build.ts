@@ -77,8 +77,8 @@ export interface BuildOptions {
    * the bundle holds the model file byte for byte.
    */
   alignWeights?: boolean;
-  /** Told how many initializers were aligned. */
-  onLayout?: (layout: { aligned: number }) => void;
+  /** Told how many initializers were aligned, or why the model is bundled as it is. */
+  onLayout?: (layout: { aligned: number; error?: string }) => void;
 }
 
 /**
@@ -118,7 +118,7 @@ export async function buildBundle(
     } catch (err) {
       // onnxruntime loaded it, so it is a model; one this cannot walk is bundled as it is.
       if (!(err instanceof LayoutError)) throw err;
-      options.onLayout?.({ aligned: 0 });
+      options.onLayout?.({ aligned: 0, error: err.message });
     }
   }
   const tolerance = { abs: draft.sample.tolerance?.abs ?? 1e-5, rel: draft.sample.tolerance?.rel ?? 1e-4 };

@@ -15,8 +15,10 @@ import { basename } from 'node:path';
  *   weight into a protobuf string and then copies it again into a tensor: for a 50 MB model that
  *   is 100 MB of fresh memory and its page faults, on the install's critical path.
  *
- * Only aligned tensors are mapped: an unaligned one would reach onnxruntime's kernels at an
- * address that is not a multiple of its element size, which C++ code may assume it is.
+ * Only a laid-out model is mapped, all its large initializers or none. An unaligned one would
+ * reach onnxruntime's kernels at an address that need not be a multiple of its element size,
+ * which C++ code may assume it is; and a model with large weights left inline would have them
+ * read into the weightless copy and then parsed again, which costs more than loading the file.
  */
 
 /** TensorProto field number of the padding. ONNX's own TensorProto fields stay below 20. */
@@ -101,38 +103,55 @@ class FileSource implements Source {
   }
 }
 
-function readVarint(src: Source, pos: number, limit: number): { value: number; next: number } {
-  const b = src.bytes(pos, Math.min(pos + 10, limit));
+/**
+ * A varint at `pos` of at most `maxBytes` bytes. Values are checked against `max` (tags and
+ * lengths): protobuf reads those as 32-bit, and a walker that read a longer one differently from
+ * onnxruntime's parser could take a field for another. Skipped values are not checked: a
+ * negative int64 is a 10-byte varint and means nothing to the layout.
+ */
+function readVarint(
+  src: Source,
+  pos: number,
+  limit: number,
+  maxBytes: number,
+  max: number,
+): { value: number; next: number } {
+  const b = src.bytes(pos, Math.min(pos + maxBytes, limit));
   let value = 0;
   let scale = 1;
   for (let i = 0; i < b.length; i++) {
     const byte = b[i] as number;
     value += (byte & 0x7f) * scale;
     if (byte < 0x80) {
-      if (value > Number.MAX_SAFE_INTEGER) throw new LayoutError(`a varint at ${pos} is too large`);
+      if (value > max) throw new LayoutError(`a varint at ${pos} is out of range (${value})`);
       return { value, next: pos + i + 1 };
     }
     scale *= 128;
   }
-  throw new LayoutError(`a varint at ${pos} does not end`);
+  throw new LayoutError(`a varint at ${pos} does not end within ${maxBytes} bytes`);
 }
+
+/** Field numbers are 29 bits; protobuf reads a tag as 32 bits. */
+const MAX_TAG = 2 ** 32 - 1;
+/** protobuf refuses lengths from 2 GiB on. */
+const MAX_LENGTH = 2 ** 31 - 1;
 
 /** The fields of the message in [from, to). */
 function fieldsOf(src: Source, from: number, to: number): Field[] {
   const out: Field[] = [];
   let pos = from;
   while (pos < to) {
-    const tag = readVarint(src, pos, to);
+    const tag = readVarint(src, pos, to, 5, MAX_TAG);
     const field = Math.floor(tag.value / 8);
     const wire = tag.value % 8;
     if (field < 1) throw new LayoutError(`field number 0 at ${pos}`);
     let body = tag.next;
     let end: number;
-    if (wire === WIRE_VARINT) end = readVarint(src, body, to).next;
+    if (wire === WIRE_VARINT) end = readVarint(src, body, to, 10, Number.POSITIVE_INFINITY).next;
     else if (wire === WIRE_I64) end = body + 8;
     else if (wire === WIRE_I32) end = body + 4;
     else if (wire === WIRE_LEN) {
-      const len = readVarint(src, body, to);
+      const len = readVarint(src, body, to, 5, MAX_LENGTH);
       body = len.next;
       end = body + len.value;
     } else throw new LayoutError(`wire type ${wire} at ${pos} (groups are not used by ONNX)`);
@@ -152,14 +171,16 @@ function varintSize(n: number): number {
   return size;
 }
 
-function varint(n: number): Uint8Array {
-  const out = new Uint8Array(varintSize(n));
-  let i = 0;
-  while (n >= 128) {
-    out[i++] = (n % 128) | 0x80;
+/**
+ * `n` as a varint of `size` bytes (at least its own size). A longer one carries continuation
+ * bytes with no value in them, which every protobuf reader accepts.
+ */
+function varint(n: number, size = varintSize(n)): Uint8Array {
+  const out = new Uint8Array(Math.max(size, varintSize(n)));
+  for (let i = 0; i < out.length; i++) {
+    out[i] = (n % 128) | (i < out.length - 1 ? 0x80 : 0);
     n = Math.floor(n / 128);
   }
-  out[i] = n;
   return out;
 }
 
@@ -313,17 +334,18 @@ export function alignWeights(
       continue;
     }
     const graphTag = tag(MODEL_GRAPH, WIRE_LEN);
-    // The graph's length prefix comes before the data it positions: guess its size, then check.
-    let lenSize = varintSize(graph.end - graph.body);
-    for (let attempt = 0; ; attempt++) {
+    // The graph's length prefix comes before the data it positions: try a prefix size, and a
+    // byte more while the length does not fit. A length that would fit one byte shorter is
+    // written in the longer size anyway: with a shorter prefix the padding would grow it back
+    // (lengths just under 2^21, 2^28).
+    for (let lenSize = varintSize(graph.end - graph.body); ; lenSize++) {
       const laid = alignedGraph(src, graph, out.length + graphTag.length + lenSize, minBytes, align);
-      if (varintSize(laid.out.length) === lenSize) {
-        out.push(graphTag, varint(laid.out.length), ...laid.out.chunks);
+      if (varintSize(laid.out.length) <= lenSize) {
+        out.push(graphTag, varint(laid.out.length, lenSize), ...laid.out.chunks);
         aligned = laid.aligned;
         break;
       }
-      if (attempt === 3) throw new LayoutError('the graph length does not settle');
-      lenSize = varintSize(laid.out.length);
+      if (lenSize === 5) throw new LayoutError('the graph is too large to lay out');
     }
   }
   return { bytes: out.concat(), aligned };
@@ -346,11 +368,14 @@ export interface WeightlessModel {
 }
 
 /**
- * The model at `path` without the bytes of its aligned initializers of at least `minBytes`:
- * each names its byte range in the model file as ONNX external data. Create the session from
- * these bytes with `session.model_external_initializers_file_folder_path` set to the model's
- * directory. Undefined when no initializer qualifies; throws LayoutError when the file is not a
- * protobuf this can walk (load the file itself then, and let onnxruntime say what is wrong).
+ * The model at `path` without the bytes of its initializers of at least `minBytes`: each names
+ * its byte range in the model file as ONNX external data. Create the session from these bytes
+ * with `session.model_external_initializers_file_folder_path` set to the model's directory.
+ *
+ * Only for a model laid out by `alignWeights`: undefined when it has no such initializer or one
+ * of them is not aligned (a model built without the layout, whose weights would otherwise be
+ * read into this copy and then parsed again). Throws LayoutError when the file is not a
+ * protobuf this can walk: load the file itself then, and let onnxruntime say what is wrong.
  */
 export function weightlessModel(path: string, options: AlignOptions = {}): WeightlessModel | undefined {
   const align = options.align ?? WEIGHT_ALIGN;
@@ -361,32 +386,43 @@ export function weightlessModel(path: string, options: AlignOptions = {}): Weigh
     const top = fieldsOf(src, 0, src.size);
     const graph = graphOf(top);
     if (graph === undefined) return undefined;
-    const location = basename(path);
-    const graphBody = new Parts();
+    // First the plan, from the fields' headers alone; bytes are read only if it maps.
+    const plan: Array<{ field: Field; tensor?: { fields: Field[]; raw: Field } }> = [];
     let tensors = 0;
-    let mappedBytes = 0;
     for (const g of fieldsOf(src, graph.body, graph.end)) {
       if (g.field === GRAPH_INITIALIZER && g.wire === WIRE_LEN) {
         const fields = fieldsOf(src, g.body, g.end);
         const raw = largeRawData(fields, minBytes);
-        if (raw !== undefined && raw.body % align === 0) {
-          const length = raw.end - raw.body;
-          const body = keptFields(src, fields, raw).push(
-            entry('location', location),
-            entry('offset', String(raw.body)),
-            entry('length', String(length)),
-            tag(TENSOR_DATA_LOCATION, WIRE_VARINT),
-            varint(DATA_LOCATION_EXTERNAL),
-          );
-          graphBody.push(...Parts.field(GRAPH_INITIALIZER, body).chunks);
+        if (raw !== undefined) {
+          if (raw.body % align !== 0) return undefined;
+          plan.push({ field: g, tensor: { fields, raw } });
           tensors++;
-          mappedBytes += length;
           continue;
         }
       }
-      graphBody.push(copyField(src, g));
+      plan.push({ field: g });
     }
     if (tensors === 0) return undefined;
+    const location = basename(path);
+    const graphBody = new Parts();
+    let mappedBytes = 0;
+    for (const { field, tensor } of plan) {
+      if (tensor === undefined) {
+        graphBody.push(copyField(src, field));
+        continue;
+      }
+      const { fields, raw } = tensor;
+      const length = raw.end - raw.body;
+      const body = keptFields(src, fields, raw).push(
+        entry('location', location),
+        entry('offset', String(raw.body)),
+        entry('length', String(length)),
+        tag(TENSOR_DATA_LOCATION, WIRE_VARINT),
+        varint(DATA_LOCATION_EXTERNAL),
+      );
+      graphBody.push(...Parts.field(GRAPH_INITIALIZER, body).chunks);
+      mappedBytes += length;
+    }
     const out = new Parts();
     for (const f of top) {
       if (f === graph) out.push(...Parts.field(MODEL_GRAPH, graphBody).chunks);
