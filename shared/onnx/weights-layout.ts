@@ -28,19 +28,21 @@ export const WEIGHT_ALIGN = 64;
 /** Initializers smaller than this stay in the protobuf: mapping them saves little and costs a mapping each. */
 export const MAPPED_MIN_BYTES = 64 * 1024;
 
-const WIRE_VARINT = 0;
-const WIRE_I64 = 1;
-const WIRE_LEN = 2;
-const WIRE_I32 = 5;
-const MODEL_GRAPH = 7;
-const GRAPH_INITIALIZER = 5;
-const TENSOR_SEGMENT = 3;
-const TENSOR_RAW_DATA = 9;
-const TENSOR_EXTERNAL_DATA = 13;
-const TENSOR_DATA_LOCATION = 14;
+/** Protobuf wire types. */
+const WIRE = { VARINT: 0, I64: 1, LEN: 2, I32: 5 } as const;
+/** onnx.proto field numbers, by message. */
+const FIELD = {
+  MODEL_GRAPH: 7,
+  GRAPH_INITIALIZER: 5,
+  TENSOR_SEGMENT: 3,
+  TENSOR_RAW_DATA: 9,
+  TENSOR_EXTERNAL_DATA: 13,
+  TENSOR_DATA_LOCATION: 14,
+  ENTRY_KEY: 1,
+  ENTRY_VALUE: 2,
+} as const;
+/** TensorProto.DataLocation.EXTERNAL */
 const DATA_LOCATION_EXTERNAL = 1;
-const ENTRY_KEY = 1;
-const ENTRY_VALUE = 2;
 
 /** The model's protobuf is not one this module lays out (it is left as it is). */
 export class LayoutError extends Error {
@@ -147,10 +149,10 @@ function fieldsOf(src: Source, from: number, to: number): Field[] {
     if (field < 1) throw new LayoutError(`field number 0 at ${pos}`);
     let body = tag.next;
     let end: number;
-    if (wire === WIRE_VARINT) end = readVarint(src, body, to, 10, Number.POSITIVE_INFINITY).next;
-    else if (wire === WIRE_I64) end = body + 8;
-    else if (wire === WIRE_I32) end = body + 4;
-    else if (wire === WIRE_LEN) {
+    if (wire === WIRE.VARINT) end = readVarint(src, body, to, 10, Number.POSITIVE_INFINITY).next;
+    else if (wire === WIRE.I64) end = body + 8;
+    else if (wire === WIRE.I32) end = body + 4;
+    else if (wire === WIRE.LEN) {
       const len = readVarint(src, body, to, 5, MAX_LENGTH);
       body = len.next;
       end = body + len.value;
@@ -203,7 +205,7 @@ class Parts {
 
   /** A length-delimited field holding these parts. */
   static field(field: number, body: Parts): Parts {
-    return new Parts().push(tag(field, WIRE_LEN), varint(body.length), ...body.chunks);
+    return new Parts().push(tag(field, WIRE.LEN), varint(body.length), ...body.chunks);
   }
 
   concat(): Uint8Array {
@@ -213,18 +215,21 @@ class Parts {
 
 /** The one graph of a model, or undefined when there is none or it comes in parts (merged on parse). */
 function graphOf(top: Field[]): Field | undefined {
-  const graphs = top.filter((f) => f.field === MODEL_GRAPH);
-  return graphs.length === 1 && graphs[0]?.wire === WIRE_LEN ? graphs[0] : undefined;
+  const graphs = top.filter((f) => f.field === FIELD.MODEL_GRAPH);
+  return graphs.length === 1 && graphs[0]?.wire === WIRE.LEN ? graphs[0] : undefined;
 }
 
 /** A tensor's one raw_data field, when the tensor is large, inline and not in segments. */
 function largeRawData(fields: Field[], minBytes: number): Field | undefined {
-  const raws = fields.filter((f) => f.field === TENSOR_RAW_DATA);
+  const raws = fields.filter((f) => f.field === FIELD.TENSOR_RAW_DATA);
   const raw = raws[0];
-  if (raws.length !== 1 || raw === undefined || raw.wire !== WIRE_LEN) return undefined;
+  if (raws.length !== 1 || raw === undefined || raw.wire !== WIRE.LEN) return undefined;
   if (raw.end - raw.body < minBytes) return undefined;
   const other = fields.some(
-    (f) => f.field === TENSOR_EXTERNAL_DATA || f.field === TENSOR_DATA_LOCATION || f.field === TENSOR_SEGMENT,
+    (f) =>
+      f.field === FIELD.TENSOR_EXTERNAL_DATA ||
+      f.field === FIELD.TENSOR_DATA_LOCATION ||
+      f.field === FIELD.TENSOR_SEGMENT,
   );
   return other ? undefined : raw;
 }
@@ -245,7 +250,7 @@ function copyField(src: Source, f: Field): Uint8Array {
   return keepBytes(src, f.start, f.end);
 }
 
-const PAD_TAG = tag(PAD_FIELD, WIRE_LEN);
+const PAD_TAG = tag(PAD_FIELD, WIRE.LEN);
 
 /** A padding field exactly `size` bytes long (size 0: none). */
 function padding(size: number): Uint8Array {
@@ -270,8 +275,8 @@ const MIN_PAD = PAD_TAG.length + 1;
 function alignedTensor(src: Source, t: Field, fields: Field[], raw: Field, at: number, align: number): Parts {
   const kept = keptFields(src, fields, raw);
   const rawLen = raw.end - raw.body;
-  const rawHead = new Parts().push(tag(TENSOR_RAW_DATA, WIRE_LEN), varint(rawLen));
-  const outerTag = tag(t.field, WIRE_LEN);
+  const rawHead = new Parts().push(tag(FIELD.TENSOR_RAW_DATA, WIRE.LEN), varint(rawLen));
+  const outerTag = tag(t.field, WIRE.LEN);
   let pad = 0;
   for (let attempt = 0; attempt < 8; attempt++) {
     const content = kept.length + pad + rawHead.length + rawLen;
@@ -288,21 +293,33 @@ function alignedTensor(src: Source, t: Field, fields: Field[], raw: Field, at: n
   throw new LayoutError(`no padding aligns initializer data at ${at}`);
 }
 
+interface GraphEntry {
+  field: Field;
+  /** A large inline initializer: its fields and its raw_data. */
+  large?: { fields: Field[]; raw: Field };
+}
+
+/** The graph's fields, read from their headers, with the large initializers picked out. */
+function graphEntries(src: Source, graph: Field, minBytes: number): GraphEntry[] {
+  return fieldsOf(src, graph.body, graph.end).map((field) => {
+    if (field.field !== FIELD.GRAPH_INITIALIZER || field.wire !== WIRE.LEN) return { field };
+    const fields = fieldsOf(src, field.body, field.end);
+    const raw = largeRawData(fields, minBytes);
+    return raw === undefined ? { field } : { field, large: { fields, raw } };
+  });
+}
+
 /** The graph's fields from absolute offset `at`, each large initializer aligned. */
-function alignedGraph(src: Source, graph: Field, at: number, minBytes: number, align: number) {
+function alignedGraph(src: Source, entries: GraphEntry[], at: number, align: number) {
   const out = new Parts();
   let aligned = 0;
-  for (const g of fieldsOf(src, graph.body, graph.end)) {
-    if (g.field === GRAPH_INITIALIZER && g.wire === WIRE_LEN) {
-      const fields = fieldsOf(src, g.body, g.end);
-      const raw = largeRawData(fields, minBytes);
-      if (raw !== undefined) {
-        out.push(...alignedTensor(src, g, fields, raw, at + out.length, align).chunks);
-        aligned++;
-        continue;
-      }
+  for (const { field, large } of entries) {
+    if (large === undefined) {
+      out.push(copyField(src, field));
+      continue;
     }
-    out.push(copyField(src, g));
+    out.push(...alignedTensor(src, field, large.fields, large.raw, at + out.length, align).chunks);
+    aligned++;
   }
   return { out, aligned };
 }
@@ -333,13 +350,14 @@ export function alignWeights(
       out.push(copyField(src, f));
       continue;
     }
-    const graphTag = tag(MODEL_GRAPH, WIRE_LEN);
+    const graphTag = tag(FIELD.MODEL_GRAPH, WIRE.LEN);
     // The graph's length prefix comes before the data it positions: try a prefix size, and a
     // byte more while the length does not fit. A length that would fit one byte shorter is
     // written in the longer size anyway: with a shorter prefix the padding would grow it back
     // (lengths just under 2^21, 2^28).
+    const entries = graphEntries(src, graph, minBytes);
     for (let lenSize = varintSize(graph.end - graph.body); ; lenSize++) {
-      const laid = alignedGraph(src, graph, out.length + graphTag.length + lenSize, minBytes, align);
+      const laid = alignedGraph(src, entries, out.length + graphTag.length + lenSize, align);
       if (varintSize(laid.out.length) <= lenSize) {
         out.push(graphTag, varint(laid.out.length, lenSize), ...laid.out.chunks);
         aligned = laid.aligned;
@@ -353,10 +371,10 @@ export function alignWeights(
 
 function entry(key: string, value: string): Uint8Array {
   const body = new Parts().push(
-    ...Parts.field(ENTRY_KEY, new Parts().push(Buffer.from(key))).chunks,
-    ...Parts.field(ENTRY_VALUE, new Parts().push(Buffer.from(value))).chunks,
+    ...Parts.field(FIELD.ENTRY_KEY, new Parts().push(Buffer.from(key))).chunks,
+    ...Parts.field(FIELD.ENTRY_VALUE, new Parts().push(Buffer.from(value))).chunks,
   );
-  return Parts.field(TENSOR_EXTERNAL_DATA, body).concat();
+  return Parts.field(FIELD.TENSOR_EXTERNAL_DATA, body).concat();
 }
 
 export interface WeightlessModel {
@@ -387,26 +405,13 @@ export function weightlessModel(path: string, options: AlignOptions = {}): Weigh
     const graph = graphOf(top);
     if (graph === undefined) return undefined;
     // First the plan, from the fields' headers alone; bytes are read only if it maps.
-    const plan: Array<{ field: Field; tensor?: { fields: Field[]; raw: Field } }> = [];
-    let tensors = 0;
-    for (const g of fieldsOf(src, graph.body, graph.end)) {
-      if (g.field === GRAPH_INITIALIZER && g.wire === WIRE_LEN) {
-        const fields = fieldsOf(src, g.body, g.end);
-        const raw = largeRawData(fields, minBytes);
-        if (raw !== undefined) {
-          if (raw.body % align !== 0) return undefined;
-          plan.push({ field: g, tensor: { fields, raw } });
-          tensors++;
-          continue;
-        }
-      }
-      plan.push({ field: g });
-    }
-    if (tensors === 0) return undefined;
+    const entries = graphEntries(src, graph, minBytes);
+    const large = entries.filter((e) => e.large !== undefined);
+    if (large.length === 0 || large.some((e) => (e.large?.raw.body ?? 0) % align !== 0)) return undefined;
     const location = basename(path);
     const graphBody = new Parts();
     let mappedBytes = 0;
-    for (const { field, tensor } of plan) {
+    for (const { field, large: tensor } of entries) {
       if (tensor === undefined) {
         graphBody.push(copyField(src, field));
         continue;
@@ -417,18 +422,18 @@ export function weightlessModel(path: string, options: AlignOptions = {}): Weigh
         entry('location', location),
         entry('offset', String(raw.body)),
         entry('length', String(length)),
-        tag(TENSOR_DATA_LOCATION, WIRE_VARINT),
+        tag(FIELD.TENSOR_DATA_LOCATION, WIRE.VARINT),
         varint(DATA_LOCATION_EXTERNAL),
       );
-      graphBody.push(...Parts.field(GRAPH_INITIALIZER, body).chunks);
+      graphBody.push(...Parts.field(FIELD.GRAPH_INITIALIZER, body).chunks);
       mappedBytes += length;
     }
     const out = new Parts();
     for (const f of top) {
-      if (f === graph) out.push(...Parts.field(MODEL_GRAPH, graphBody).chunks);
+      if (f === graph) out.push(...Parts.field(FIELD.MODEL_GRAPH, graphBody).chunks);
       else out.push(copyField(src, f));
     }
-    return { bytes: out.concat(), tensors, mappedBytes };
+    return { bytes: out.concat(), tensors: large.length, mappedBytes };
   } finally {
     closeSync(fd);
   }
