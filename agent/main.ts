@@ -121,7 +121,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       executionMode: config.runtime.executionMode,
     },
     log.child({ component: 'runtime' }),
-    { workerNice: config.runtime.workerNice },
+    { workerNice: config.runtime.workerNice, mapWeights: config.runtime.mapWeights },
   );
   // Read at scrape time only, after the registry below exists.
   const metrics: AgentMetrics = new AgentMetrics(
@@ -236,7 +236,6 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
           await storage.ensure(bytes, 'model download');
         }),
       ...(updaterFaults === undefined ? {} : { faults: updaterFaults }),
-      mapWeights: config.runtime.mapWeights,
     });
   };
   // With sync on, the updater fetches the director with the enrolment credential; before the
@@ -261,7 +260,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
           if (updater !== undefined || !config.updates.enabled) return;
           const late = await makeUpdater(cred.credential);
           for (const dir of await late.prepareBoot())
-            await registry.load(await readBundle(dir), { mapWeights: config.runtime.mapWeights });
+            await registry.load(await readBundle(dir), { mapWeights: true });
           late.start();
           updater = late;
         },
@@ -427,7 +426,7 @@ export function createAgent(config: Readonly<AgentConfig>, deps: AgentDeps = {})
       // mapped. Configured bundle directories are the operator's, who may rewrite them in place.
       const boot = [
         ...config.models.bundles.map((dir) => ({ dir, mapWeights: false })),
-        ...installed.map((dir) => ({ dir, mapWeights: config.runtime.mapWeights })),
+        ...installed.map((dir) => ({ dir, mapWeights: true })),
       ];
       for (const { dir, mapWeights } of boot) {
         try {

@@ -30,6 +30,8 @@ export interface PoolOptions {
    * the main thread (HTTP, MQTT, control) wins the CPU while inference saturates the cores.
    */
   workerNice?: number;
+  /** `runtime.mapWeights` (default on): off, every model is read as a file. */
+  mapWeights?: boolean;
 }
 
 type Request = ToWorker extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
@@ -142,7 +144,10 @@ export interface LoadedModel {
 export interface LoadOptions {
   /** Where the workers read the model now, when that is not yet its path (an install moving it into place). */
   readFrom?: string | undefined;
-  /** Map aligned large weights from the file (see the worker's `load`). */
+  /**
+   * The file is the agent's own, replaced only by rename and never rewritten in place, so its
+   * aligned large weights may be mapped (see the worker's `load`) when the pool allows it.
+   */
   mapWeights?: boolean | undefined;
 }
 
@@ -158,6 +163,8 @@ export class WorkerPool {
   private restarts: number[] = [];
 
   private readonly workerStart: WorkerStart;
+  /** `runtime.mapWeights`: off, no model is mapped whatever its load asks. */
+  private readonly mapWeights: boolean;
   private priorityLogged = false;
 
   constructor(
@@ -167,6 +174,7 @@ export class WorkerPool {
     pool: PoolOptions = {},
   ) {
     this.workerStart = { nice: pool.workerNice ?? 0 };
+    this.mapWeights = pool.mapWeights !== false;
   }
 
   /**
@@ -244,7 +252,7 @@ export class WorkerPool {
    * stays, and what a replacement worker loads.
    */
   async load(key: string, path: string, options: LoadOptions = {}): Promise<LoadedModel> {
-    const mapWeights = options.mapWeights === true;
+    const mapWeights = this.mapWeights && options.mapWeights === true;
     const readFrom = options.readFrom ?? path;
     const replies = await Promise.allSettled(
       this.workers.map((w) =>

@@ -158,6 +158,7 @@ export class ModelRegistry extends EventEmitter<RegistryEvents> {
    * model file now, when that is not yet `bundle.modelPath` (an install still moving it into place).
    * `mapWeights` is for bundles in the agent's own store, whose files are replaced by rename and
    * never rewritten in place: a mapped file rewritten under a session would change its weights.
+   * The pool maps them unless `runtime.mapWeights` is off.
    */
   async load(
     bundle: Bundle,

@@ -48,11 +48,6 @@ export interface InstallerOptions {
   ensureSpace?: (bytes: number) => Promise<void> | void;
   faults?: InstallFaults;
   onStep?: (step: InstallStep, detail: Record<string, unknown>) => void;
-  /**
-   * Load the new model with its aligned large weights mapped from the file (default on). The
-   * bundle store's files are replaced only by rename, never rewritten in place.
-   */
-  mapWeights?: boolean;
 }
 
 /** The partial download of a model, kept across attempts and restarts so that it resumes. */
@@ -266,11 +261,8 @@ export class Installer {
     let loaded = false;
     const ready = (async () => {
       if (!alreadyServing) {
-        await registry.load(bundle, {
-          staged: true,
-          readFrom: modelFile,
-          mapWeights: this.o.mapWeights !== false,
-        });
+        // The store's files are replaced only by rename: their weights may be mapped.
+        await registry.load(bundle, { staged: true, readFrom: modelFile, mapWeights: true });
         loaded = true;
       }
       await this.step('loaded');

@@ -29,8 +29,6 @@ export interface UpdaterOptions {
   now?: () => number;
   ensureSpace?: (bytes: number) => Promise<void> | void;
   faults?: InstallFaults;
-  /** Installed models map their aligned large weights from the file (`runtime.mapWeights`); default on. */
-  mapWeights?: boolean;
 }
 
 export interface CheckOutcome {
@@ -107,7 +105,6 @@ export class Updater {
       now: this.now,
       ...(o.ensureSpace === undefined ? {} : { ensureSpace: o.ensureSpace }),
       ...(o.faults === undefined ? {} : { faults: o.faults }),
-      ...(o.mapWeights === undefined ? {} : { mapWeights: o.mapWeights }),
       onStep: (step, detail) => this.progress(step, detail),
     });
     this.guard = new CrashLoopGuard(this.store, c.crashLoop, this.now, o.log);
